@@ -1,0 +1,157 @@
+//! The audit trail: who changed what, when, from where. Every mutation writes one event in
+//! the same transaction as the change; events are never updated or deleted.
+
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ids::{ApiKeyId, AuditEventId, TenantId, UserId};
+use crate::page::PageSize;
+use crate::tenants::string_enum;
+use crate::time::Timestamp;
+
+string_enum!(
+    /// The kind of actor behind a change.
+    ActorType { ApiKey => "api_key", User => "user", System => "system" }
+);
+
+/// Who acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    ApiKey(ApiKeyId),
+    User(UserId),
+    /// The operator through the CLI, or the server itself (e.g. first-start set-up).
+    System,
+}
+
+impl Actor {
+    pub fn actor_type(self) -> ActorType {
+        match self {
+            Actor::ApiKey(_) => ActorType::ApiKey,
+            Actor::User(_) => ActorType::User,
+            Actor::System => ActorType::System,
+        }
+    }
+
+    pub fn id(self) -> Option<Uuid> {
+        match self {
+            Actor::ApiKey(id) => Some(id.into_uuid()),
+            Actor::User(id) => Some(id.into_uuid()),
+            Actor::System => None,
+        }
+    }
+}
+
+/// The circumstances of a change, recorded with it.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    pub actor: Actor,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl AuditContext {
+    /// A change made by the operator through the CLI or by the server itself.
+    pub fn system() -> Self {
+        Self {
+            actor: Actor::System,
+            ip: None,
+            user_agent: None,
+            request_id: None,
+        }
+    }
+}
+
+/// Actions recorded in the trail. Stable strings: clients filter on them.
+pub mod actions {
+    pub const TENANT_CREATE: &str = "tenant.create";
+    pub const TENANT_UPDATE: &str = "tenant.update";
+    pub const TENANT_DEACTIVATE: &str = "tenant.deactivate";
+    pub const API_KEY_CREATE: &str = "api_key.create";
+    pub const API_KEY_REVOKE: &str = "api_key.revoke";
+    pub const USER_CREATE: &str = "user.create";
+    pub const USER_UPDATE: &str = "user.update";
+    pub const USER_DELETE: &str = "user.delete";
+    pub const USER_RESTORE: &str = "user.restore";
+    pub const USER_SEED: &str = "user.seed";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub id: AuditEventId,
+    pub tenant_id: TenantId,
+    pub occurred_at: Timestamp,
+    pub actor_type: ActorType,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: Option<Uuid>,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl AuditEvent {
+    /// The event recording `action` on an entity by the actor of `ctx`.
+    pub fn record(
+        ctx: &AuditContext,
+        tenant_id: TenantId,
+        action: &str,
+        entity: EntityRef,
+        (before, after): (Option<Value>, Option<Value>),
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: AuditEventId::new(),
+            tenant_id,
+            occurred_at: now,
+            actor_type: ctx.actor.actor_type(),
+            actor_id: ctx.actor.id(),
+            action: action.to_owned(),
+            entity_type: entity.kind.to_owned(),
+            entity_id: entity.id,
+            before,
+            after,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.clone(),
+            request_id: ctx.request_id.clone(),
+        }
+    }
+}
+
+/// The entity an event is about.
+#[derive(Debug, Clone, Copy)]
+pub struct EntityRef {
+    pub kind: &'static str,
+    pub id: Option<Uuid>,
+}
+
+impl EntityRef {
+    pub fn tenant(id: TenantId) -> Self {
+        Self { kind: "tenant", id: Some(id.into_uuid()) }
+    }
+    pub fn user(id: UserId) -> Self {
+        Self { kind: "user", id: Some(id.into_uuid()) }
+    }
+    pub fn api_key(id: ApiKeyId) -> Self {
+        Self { kind: "api_key", id: Some(id.into_uuid()) }
+    }
+}
+
+/// Filters for reading the trail; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor_id: Option<Uuid>,
+    pub actor_type: Option<ActorType>,
+    pub action: Option<String>,
+    pub entity_type: Option<String>,
+    pub entity_id: Option<Uuid>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: PageSize,
+    /// Continue with events older than this one (from a previous page's cursor).
+    pub before_id: Option<AuditEventId>,
+}

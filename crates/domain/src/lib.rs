@@ -1,0 +1,22 @@
+//! Portcullis domain: identifiers, entities, the rules that make a value valid, and the
+//! storage trait every backend implements. Nothing here performs I/O; the interface layer
+//! (`api`) parses requests into these types and the `store-*` crates persist them.
+
+pub mod api_keys;
+pub mod audit;
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod patch;
+pub mod store;
+pub mod tenants;
+pub mod time;
+pub mod users;
+pub mod values;
+
+pub use error::{Error, FieldError, Result, ValidationErrors};
+pub use ids::{ApiKeyId, AuditEventId, TenantId, UserId};
+pub use page::Page;
+pub use patch::Patch;
+pub use store::Store;
+pub use time::Timestamp;
