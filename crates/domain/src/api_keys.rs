@@ -2,6 +2,7 @@
 //! SHA-256 digest is stored, so a database leak does not leak working keys. (A fast hash is
 //! right here: the key has full entropy, so there is nothing for a slow hash to protect.)
 
+use chrono::{DateTime, Utc};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
@@ -11,13 +12,12 @@ use sha2::{Digest, Sha256};
 
 use crate::ids::{ApiKeyId, TenantId};
 use crate::tenants::TenantStatus;
-use crate::time::Timestamp;
 use crate::values::Label;
 
 /// Every key starts with this, so that secret scanners can recognise a leaked one.
 pub const KEY_PREFIX: &str = "pcs_";
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub tenant_id: TenantId,
@@ -26,8 +26,8 @@ pub struct ApiKey {
     pub prefix: String,
     /// May manage tenants (create, list, update, deactivate).
     pub platform_admin: bool,
-    pub created_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A validated request to create a key.

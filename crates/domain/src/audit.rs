@@ -1,6 +1,7 @@
 //! The audit trail: who changed what, when, from where. Every mutation writes one event in
 //! the same transaction as the change; events are never updated or deleted.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -8,7 +9,6 @@ use uuid::Uuid;
 use crate::ids::{ApiKeyId, AuditEventId, TenantId, UserId};
 use crate::page::PageSize;
 use crate::tenants::string_enum;
-use crate::time::Timestamp;
 
 string_enum!(
     /// The kind of actor behind a change.
@@ -77,17 +77,19 @@ pub mod actions {
     pub const USER_SEED: &str = "user.seed";
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: AuditEventId,
     pub tenant_id: TenantId,
-    pub occurred_at: Timestamp,
+    pub occurred_at: DateTime<Utc>,
     pub actor_type: ActorType,
     pub actor_id: Option<Uuid>,
     pub action: String,
     pub entity_type: String,
     pub entity_id: Option<Uuid>,
+    #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -102,7 +104,7 @@ impl AuditEvent {
         action: &str,
         entity: EntityRef,
         (before, after): (Option<Value>, Option<Value>),
-        now: Timestamp,
+        now: DateTime<Utc>,
     ) -> Self {
         Self {
             id: AuditEventId::new(),
@@ -149,8 +151,8 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub entity_type: Option<String>,
     pub entity_id: Option<Uuid>,
-    pub since: Option<Timestamp>,
-    pub until: Option<Timestamp>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
     pub limit: PageSize,
     /// Continue with events older than this one (from a previous page's cursor).
     pub before_id: Option<AuditEventId>,

@@ -111,3 +111,17 @@ impl Error {
         Error::Validation(vec![FieldError::new(field, code, message)])
     }
 }
+
+impl From<FieldError> for Error {
+    fn from(e: FieldError) -> Self {
+        Error::Validation(vec![e])
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}

@@ -1,6 +1,7 @@
 //! Tenants: the organisations whose data Portcullis keeps apart. A tenant has a plan whose
 //! `max_users` quota is enforced when users are created or restored.
 
+use chrono::{DateTime, Utc};
 use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -53,7 +54,10 @@ impl fmt::Display for TenantSlug {
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash,
+            ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
+        )]
         pub enum $name {
             $(#[serde(rename = $wire)] $variant),+
         }
@@ -111,7 +115,7 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub slug: String,
@@ -120,10 +124,11 @@ pub struct Tenant {
     pub plan: Plan,
     /// The most non-deleted users the tenant may hold; `None` is unlimited.
     pub max_users: Option<i64>,
-    pub trial_ends_at: Option<Timestamp>,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A validated request to create a tenant.
@@ -133,7 +138,7 @@ pub struct NewTenant {
     pub display_name: DisplayName,
     pub plan: Plan,
     pub max_users: Option<MaxUsers>,
-    pub trial_ends_at: Option<Timestamp>,
+    pub trial_ends_at: Option<DateTime<Utc>>,
     pub settings: JsonObject,
 }
 

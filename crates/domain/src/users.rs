@@ -1,6 +1,7 @@
 //! Users: the people of a tenant, their profile fields, statuses and soft deletion, and the
 //! rules for listing them (filters, sort orders, keyset cursors and search).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -26,7 +27,7 @@ string_enum!(
     }
 );
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub tenant_id: TenantId,
@@ -42,12 +43,13 @@ pub struct User {
     pub clearance_level: Option<i16>,
     pub language: Option<String>,
     pub avatar_url: Option<String>,
+    #[schema(value_type = Object)]
     pub custom_attributes: Map<String, Value>,
     pub status: UserStatus,
-    pub last_login_at: Option<Timestamp>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub deleted_at: Option<Timestamp>,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
     /// Incremented by every change; the ETag of the user.
     pub version: i64,
 }
@@ -328,8 +330,8 @@ pub struct UserListQuery {
     pub status: Option<UserStatus>,
     pub department: Option<String>,
     pub manager_id: Option<UserId>,
-    pub created_after: Option<Timestamp>,
-    pub created_before: Option<Timestamp>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
     pub q: Option<SearchQuery>,
     pub deleted: DeletedFilter,
     pub sort: UserSort,

@@ -1,0 +1,89 @@
+//! The audit trail: appending events inside mutations, and reading them back.
+
+use domain::audit::{AuditEvent, AuditQuery};
+use domain::page::encode_cursor;
+use domain::{Page, Result, TenantId};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+
+use crate::error::db;
+use crate::rows::{self, AUDIT_COLUMNS};
+use crate::PgStore;
+
+/// Appends `ev` in the caller's transaction.
+pub(crate) async fn insert(conn: &mut PgConnection, ev: &AuditEvent) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
+         entity_type, entity_id, before, after, ip, user_agent, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(ev.id.into_uuid())
+    .bind(ev.tenant_id.into_uuid())
+    .bind(ev.occurred_at)
+    .bind(ev.actor_type.as_str())
+    .bind(ev.actor_id)
+    .bind(&ev.action)
+    .bind(&ev.entity_type)
+    .bind(ev.entity_id)
+    .bind(ev.before.as_ref())
+    .bind(ev.after.as_ref())
+    .bind(ev.ip.as_deref())
+    .bind(ev.user_agent.as_deref())
+    .bind(ev.request_id.as_deref())
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+impl PgStore {
+    pub(crate) async fn list_audit_events_impl(
+        &self,
+        tenant: TenantId,
+        q: &AuditQuery,
+    ) -> Result<Page<AuditEvent>> {
+        let limit = q.limit.get() as usize;
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+        qb.push(AUDIT_COLUMNS)
+            .push(" FROM audit_events WHERE tenant_id = ")
+            .push_bind(tenant.into_uuid());
+        if let Some(v) = q.actor_id {
+            qb.push(" AND actor_id = ").push_bind(v);
+        }
+        if let Some(v) = q.actor_type {
+            qb.push(" AND actor_type = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.action {
+            qb.push(" AND action = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.entity_type {
+            qb.push(" AND entity_type = ").push_bind(v.as_str());
+        }
+        if let Some(v) = q.entity_id {
+            qb.push(" AND entity_id = ").push_bind(v);
+        }
+        if let Some(v) = q.since {
+            qb.push(" AND occurred_at >= ").push_bind(v);
+        }
+        if let Some(v) = q.until {
+            qb.push(" AND occurred_at < ").push_bind(v);
+        }
+        if let Some(v) = q.before_id {
+            qb.push(" AND id < ").push_bind(v.into_uuid());
+        }
+        qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
+        let fetched = qb
+            .build()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut items = fetched.iter().map(rows::audit_event).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| encode_cursor(&e.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}

@@ -1,0 +1,94 @@
+//! Mapping `sqlx` errors to domain errors.
+
+use domain::Error;
+
+/// SQLSTATEs meaning the database cannot serve the request right now (connection failures,
+/// shutdown, overload, timeouts, and the transient failures of concurrent transactions).
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || matches!(
+            code,
+            "53300" // too_many_connections
+                | "57014" // query_canceled (statement_timeout)
+                | "57P01" // admin_shutdown
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now
+                | "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+        )
+}
+
+/// Any database error that has no more specific meaning: unavailability or a bug.
+pub(crate) fn db(e: sqlx::Error) -> Error {
+    let unavailable = match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| is_transient_sqlstate(&c)),
+        _ => false,
+    };
+    if unavailable {
+        Error::Unavailable(Box::new(e))
+    } else {
+        Error::Internal(Box::new(e))
+    }
+}
+
+/// Like [`db`], but turning violations of the named constraints into the domain's
+/// conflicts (duplicate slug, email, username) and unknown tenants.
+pub(crate) fn write(e: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(d) = &e {
+        let constraint = d.constraint().unwrap_or_default();
+        if d.is_unique_violation() {
+            match constraint {
+                "tenants_slug_key" => {
+                    return conflict("slug_taken", Some("slug"), "a tenant with this slug already exists")
+                }
+                "users_tenant_email_key" => {
+                    return conflict(
+                        "email_taken",
+                        Some("email"),
+                        "a user with this email already exists in the tenant",
+                    )
+                }
+                "users_tenant_username_key" => {
+                    return conflict(
+                        "username_taken",
+                        Some("username"),
+                        "a user with this username already exists in the tenant",
+                    )
+                }
+                _ => {}
+            }
+        }
+        if d.is_foreign_key_violation()
+            && matches!(constraint, "users_tenant_id_fkey" | "api_keys_tenant_id_fkey")
+        {
+            return Error::NotFound { entity: "tenant" };
+        }
+    }
+    db(e)
+}
+
+pub(crate) fn conflict(code: &'static str, field: Option<&'static str>, message: &str) -> Error {
+    Error::Conflict {
+        code,
+        message: message.to_owned(),
+        field,
+    }
+}
+
+/// A stored value the domain does not accept: the schema and the code disagree.
+pub(crate) fn corrupt(what: &str, value: &str) -> Error {
+    Error::internal(format!("stored {what} {value:?} is not valid"))
+}
+
+pub(crate) fn invalid_cursor() -> Error {
+    Error::field(
+        "cursor",
+        "invalid_cursor",
+        "is not a cursor returned by this endpoint for this sort order",
+    )
+}

@@ -1,0 +1,737 @@
+//! Users: creation under the tenant's quota, the manager invariants, optimistic concurrency,
+//! soft deletion, bulk seeding and keyset-paginated listing.
+
+use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
+use domain::users::{
+    DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
+};
+use domain::{Error, Page, Result, TenantId, UserId};
+use serde_json::json;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+
+use crate::error::{conflict, db, invalid_cursor, write};
+use crate::rows::{self, search_text, USER_COLUMNS};
+use crate::{audit, PgStore};
+
+/// The sort key of `sort=last_login`; must match the expression of
+/// `users_tenant_last_login_idx` exactly for the index to serve it.
+const LAST_LOGIN_KEY: &str = "COALESCE(last_login_at, '1970-01-01 00:00:00+00'::timestamptz)";
+
+/// The columns a user row is written with, in the order [`bind_user`] binds them; `search`
+/// is computed from the ninth parameter.
+const INSERT_USER: &str = "INSERT INTO users (id, tenant_id, email, email_lower, username, \
+     username_lower, full_name, name_sort, search, phone, department, job_title, employee_id, \
+     manager_id, cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
+     last_login_at, created_at, updated_at, deleted_at, version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_tsvector('simple', $9), $10, $11, $12, $13, \
+     $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
+
+const UPDATE_USER: &str = "UPDATE users SET email = $3, email_lower = $4, username = $5, \
+     username_lower = $6, full_name = $7, name_sort = $8, search = to_tsvector('simple', $9), \
+     phone = $10, department = $11, job_title = $12, employee_id = $13, manager_id = $14, \
+     cost_center = $15, clearance_level = $16, language = $17, avatar_url = $18, \
+     custom_attributes = $19, status = $20, last_login_at = $21, created_at = $22, \
+     updated_at = $23, deleted_at = $24, version = $25 \
+     WHERE id = $1 AND tenant_id = $2";
+
+/// Rows per statement when seeding.
+const SEED_BATCH: usize = 5_000;
+
+/// The namespace of the transaction-scoped advisory locks that serialise manager changes
+/// within a tenant ("PCMG").
+const MANAGER_LOCK_NAMESPACE: i32 = 0x5043_4D47;
+
+fn not_found() -> Error {
+    Error::NotFound { entity: "user" }
+}
+
+fn bind_user<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    u: &'q User,
+) -> Query<'q, Postgres, PgArguments> {
+    q.bind(u.id.into_uuid())
+        .bind(u.tenant_id.into_uuid())
+        .bind(&u.email)
+        .bind(u.email_normalized())
+        .bind(u.username.as_deref())
+        .bind(u.username_normalized())
+        .bind(&u.full_name)
+        .bind(u.name_sort_key())
+        .bind(search_text(u))
+        .bind(u.phone.as_deref())
+        .bind(u.department.as_deref())
+        .bind(u.job_title.as_deref())
+        .bind(u.employee_id.as_deref())
+        .bind(u.manager_id.map(UserId::into_uuid))
+        .bind(u.cost_center.as_deref())
+        .bind(u.clearance_level)
+        .bind(u.language.as_deref())
+        .bind(u.avatar_url.as_deref())
+        .bind(Json(&u.custom_attributes))
+        .bind(u.status.as_str())
+        .bind(u.last_login_at)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .bind(u.deleted_at)
+        .bind(u.version)
+}
+
+async fn insert_user(conn: &mut PgConnection, u: &User) -> Result<()> {
+    bind_user(sqlx::query(INSERT_USER), u)
+        .execute(conn)
+        .await
+        .map_err(write)?;
+    Ok(())
+}
+
+/// Writes every column of `u` (which belongs to the tenant named in it).
+async fn write_user(conn: &mut PgConnection, u: &User) -> Result<()> {
+    bind_user(sqlx::query(UPDATE_USER), u)
+        .execute(conn)
+        .await
+        .map_err(write)?;
+    Ok(())
+}
+
+/// Which rows [`lock_user`] may return.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Live,
+    Any,
+}
+
+/// Reads and locks a user of `tenant` for the rest of the transaction.
+async fn lock_user(conn: &mut PgConnection, tenant: TenantId, id: UserId, which: Which) -> Result<User> {
+    let filter = match which {
+        Which::Live => " AND deleted_at IS NULL",
+        Which::Any => "",
+    };
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2{filter} FOR UPDATE");
+    let row = sqlx::query(&sql)
+        .bind(tenant.into_uuid())
+        .bind(id.into_uuid())
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?
+        .ok_or_else(not_found)?;
+    rows::user(&row)
+}
+
+fn check_version(expected: Option<i64>, current: i64) -> Result<()> {
+    match expected {
+        Some(expected) if expected != current => Err(Error::PreconditionFailed {
+            entity: "user",
+            expected,
+            current,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A tenant's plan and user quota.
+struct Quota {
+    plan: String,
+    max_users: Option<i64>,
+}
+
+/// Reads the tenant's quota (`None`: no such tenant). With `lock`, the tenant row stays
+/// locked until the transaction ends, which serialises every quota check of the tenant
+/// (and tenant updates) so that the count that follows cannot be overtaken.
+async fn quota(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Option<Quota>> {
+    let sql = if lock {
+        "SELECT plan, max_users FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
+    } else {
+        "SELECT plan, max_users FROM tenants WHERE id = $1"
+    };
+    let Some(row) = sqlx::query(sql)
+        .bind(tenant.into_uuid())
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Quota {
+        plan: row.try_get("plan").map_err(db)?,
+        max_users: row.try_get("max_users").map_err(db)?,
+    }))
+}
+
+/// Reads the tenant's quota and, when it has one, locks the tenant row (see [`quota`]).
+/// Tenants without a quota are neither locked nor counted: creating their users must not
+/// serialise.
+async fn quota_locked_if_limited(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<Quota>> {
+    match quota(conn, tenant, false).await? {
+        Some(q) if q.max_users.is_some() => quota(conn, tenant, true).await,
+        other => Ok(other),
+    }
+}
+
+/// Refuses one more non-deleted user when the tenant already holds its quota.
+async fn enforce_quota(conn: &mut PgConnection, tenant: TenantId, q: &Quota) -> Result<()> {
+    let Some(max) = q.max_users else {
+        return Ok(());
+    };
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL")
+            .bind(tenant.into_uuid())
+            .fetch_one(conn)
+            .await
+            .map_err(db)?;
+    if count >= max {
+        return Err(Error::QuotaExceeded {
+            message: format!(
+                "the tenant's {} plan allows at most {max} users, and it has {count}",
+                q.plan
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn unknown_manager() -> Error {
+    Error::field(
+        "manager_id",
+        "unknown_manager",
+        "must be the id of a user of this tenant that is not deleted",
+    )
+}
+
+/// Checks that `manager` is a non-deleted user of `tenant`.
+async fn check_manager(conn: &mut PgConnection, tenant: TenantId, manager: UserId) -> Result<()> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL")
+            .bind(tenant.into_uuid())
+            .bind(manager.into_uuid())
+            .fetch_optional(conn)
+            .await
+            .map_err(db)?;
+    found.map(|_| ()).ok_or_else(unknown_manager)
+}
+
+/// Checks that making `manager` the manager of `user` keeps the chain acyclic: walking up
+/// from `manager` must not reach `user`. Manager changes of a tenant are serialised by an
+/// advisory lock, so that two concurrent changes cannot each close half of a cycle.
+async fn check_manager_chain(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    manager: UserId,
+) -> Result<()> {
+    let (hi, lo) = tenant.into_uuid().as_u64_pair();
+    let key = (hi ^ lo) as i32 ^ ((hi ^ lo) >> 32) as i32;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(MANAGER_LOCK_NAMESPACE)
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    check_manager(conn, tenant, manager).await?;
+    // UNION (not UNION ALL) discards rows already seen, so the walk ends even if the data
+    // held a cycle already; the chain is at most the tenant's users long.
+    let cycle: bool = sqlx::query_scalar(
+        "WITH RECURSIVE chain (id, manager_id) AS ( \
+             SELECT id, manager_id FROM users WHERE tenant_id = $1 AND id = $2 \
+           UNION \
+             SELECT u.id, u.manager_id FROM chain c \
+             JOIN users u ON u.tenant_id = $1 AND u.id = c.manager_id \
+         ) \
+         SELECT EXISTS (SELECT 1 FROM chain WHERE id = $3)",
+    )
+    .bind(tenant.into_uuid())
+    .bind(manager.into_uuid())
+    .bind(user.into_uuid())
+    .fetch_one(conn)
+    .await
+    .map_err(db)?;
+    if cycle {
+        return Err(Error::field(
+            "manager_id",
+            "manager_cycle",
+            "would make the user a manager of one of their own managers",
+        ));
+    }
+    Ok(())
+}
+
+/// The tsquery text of a search: every term as a prefix, all required.
+fn tsquery(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("{t}:*"))
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
+/// Rows a search walks in sort order before it collects its matches from the index instead.
+const SEARCH_WALK: i64 = 5_000;
+
+/// How a user list is ordered and where it continues.
+struct ListPlan<'a> {
+    /// The SQL of the sort key.
+    key: &'static str,
+    /// Whether ties on the key are broken by id (all keys but the unique email).
+    tie_break: bool,
+    descending: bool,
+    cursor: Option<(CursorValue, UserId)>,
+    _q: std::marker::PhantomData<&'a ()>,
+}
+
+enum CursorValue {
+    Text(String),
+    Time(domain::Timestamp),
+}
+
+impl ListPlan<'_> {
+    fn new(q: &UserListQuery) -> Result<Self> {
+        let (key, text_key) = match q.sort.field {
+            UserSortField::Name => ("name_sort", true),
+            UserSortField::Email => ("email_lower", true),
+            UserSortField::Created => ("created_at", false),
+            UserSortField::LastLogin => (LAST_LOGIN_KEY, false),
+        };
+        let cursor = match &q.after {
+            None => None,
+            Some(c) => {
+                if c.sort != q.sort {
+                    return Err(invalid_cursor());
+                }
+                let v = match (&c.value, text_key) {
+                    (SortValue::Text(v), true) => CursorValue::Text(v.clone()),
+                    (SortValue::Micros(us), false) => {
+                        CursorValue::Time(domain::time::from_micros(*us).ok_or_else(invalid_cursor)?)
+                    }
+                    _ => return Err(invalid_cursor()),
+                };
+                Some((v, c.id))
+            }
+        };
+        Ok(Self {
+            key,
+            // email_lower is unique within a tenant (deleted users included), so it needs
+            // no id tie-break, and the unique index serves the order on its own.
+            tie_break: q.sort.field != UserSortField::Email,
+            descending: q.sort.descending,
+            cursor,
+            _q: std::marker::PhantomData,
+        })
+    }
+
+    /// ` WHERE` with the tenant, the filters, the cursor and (with `search`) the search.
+    fn push_where(&self, qb: &mut QueryBuilder<'_, Postgres>, tenant: TenantId, q: &UserListQuery, search: bool) {
+        qb.push(" WHERE tenant_id = ").push_bind(tenant.into_uuid());
+        match q.deleted {
+            DeletedFilter::Exclude => {
+                qb.push(" AND deleted_at IS NULL");
+            }
+            DeletedFilter::Include => {}
+            DeletedFilter::Only => {
+                qb.push(" AND deleted_at IS NOT NULL");
+            }
+        }
+        if let Some(v) = q.status {
+            qb.push(" AND status = ").push_bind(v.as_str());
+        }
+        if let Some(v) = &q.department {
+            qb.push(" AND department = ").push_bind(v.clone());
+        }
+        if let Some(v) = q.manager_id {
+            qb.push(" AND manager_id = ").push_bind(v.into_uuid());
+        }
+        if let Some(v) = q.created_after {
+            qb.push(" AND created_at >= ").push_bind(v);
+        }
+        if let Some(v) = q.created_before {
+            qb.push(" AND created_at < ").push_bind(v);
+        }
+        if search {
+            if let Some(s) = &q.q {
+                qb.push(" AND search @@ to_tsquery('simple', ")
+                    .push_bind(tsquery(s.terms()))
+                    .push(")");
+            }
+        }
+        if let Some((value, id)) = &self.cursor {
+            let op = if self.descending { " < " } else { " > " };
+            qb.push(" AND ");
+            if self.tie_break {
+                qb.push("(").push(self.key).push(", id)").push(op).push("(");
+            } else {
+                qb.push(self.key).push(op);
+            }
+            match value {
+                CursorValue::Text(v) => qb.push_bind(v.clone()),
+                CursorValue::Time(t) => qb.push_bind(*t),
+            };
+            if self.tie_break {
+                qb.push(", ").push_bind(id.into_uuid()).push(")");
+            }
+        }
+    }
+
+    /// ` ORDER BY` the sort key (named `key` in this query) and the id.
+    fn push_order(&self, qb: &mut QueryBuilder<'_, Postgres>, key: &str) {
+        let dir = if self.descending { " DESC" } else { " ASC" };
+        qb.push(" ORDER BY ").push(key).push(dir);
+        if self.tie_break {
+            qb.push(", id").push(dir);
+        }
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn create_user_impl(
+        &self,
+        tenant: TenantId,
+        new: NewUser,
+        ctx: &AuditContext,
+    ) -> Result<User> {
+        let now = domain::time::now();
+        let user = new.into_user(tenant, now);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let q = quota_locked_if_limited(&mut tx, tenant)
+            .await?
+            .ok_or(Error::NotFound { entity: "tenant" })?;
+        enforce_quota(&mut tx, tenant, &q).await?;
+        if let Some(m) = user.manager_id {
+            check_manager(&mut tx, tenant, m).await?;
+        }
+        insert_user(&mut tx, &user).await?;
+        let ev = AuditEvent::record(
+            ctx,
+            tenant,
+            actions::USER_CREATE,
+            EntityRef::user(user.id),
+            (None, Some(user.to_audit_json())),
+            now,
+        );
+        audit::insert(&mut tx, &ev).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(user)
+    }
+
+    pub(crate) async fn seed_users_impl(
+        &self,
+        tenant: TenantId,
+        users: Vec<User>,
+        ctx: &AuditContext,
+    ) -> Result<u64> {
+        let now = domain::time::now();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut inserted = 0;
+        for batch in users.chunks(SEED_BATCH) {
+            inserted += seed_batch(&mut tx, tenant, batch).await?;
+        }
+        let ev = AuditEvent::record(
+            ctx,
+            tenant,
+            actions::USER_SEED,
+            EntityRef {
+                kind: "user",
+                id: None,
+            },
+            (None, Some(json!({ "count": inserted }))),
+            now,
+        );
+        audit::insert(&mut tx, &ev).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(inserted)
+    }
+
+    pub(crate) async fn get_user_impl(&self, tenant: TenantId, id: UserId) -> Result<User> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(tenant.into_uuid())
+            .bind(id.into_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .ok_or_else(not_found)?;
+        rows::user(&row)
+    }
+
+    pub(crate) async fn list_users_impl(&self, tenant: TenantId, q: &UserListQuery) -> Result<Page<User>> {
+        let limit = q.limit.get() as usize;
+        let plan = ListPlan::new(q)?;
+        let fetched = match &q.q {
+            None => {
+                let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+                qb.push(USER_COLUMNS).push(" FROM users");
+                plan.push_where(&mut qb, tenant, q, false);
+                plan.push_order(&mut qb, plan.key);
+                qb.push(" LIMIT ").push_bind(limit as i64 + 1);
+                self.fetch_users(qb).await?
+            }
+            Some(search) => {
+                let terms = tsquery(search.terms());
+                // A search page is the first matches in sort order. When matches are common
+                // they are found quickly by walking the sort order and testing each row;
+                // when they are rare, by collecting all of them from the GIN index and
+                // sorting. The planner cannot choose between the two reliably (matches of a
+                // name search cluster in name order), so: walk at most SEARCH_WALK rows in
+                // sort order, and if that does not fill the page, collect from the index.
+                let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+                qb.push(USER_COLUMNS)
+                    .push(" FROM (SELECT ")
+                    .push(USER_COLUMNS)
+                    .push(", search, ")
+                    .push(plan.key)
+                    .push(" AS sort_key FROM users");
+                plan.push_where(&mut qb, tenant, q, false);
+                plan.push_order(&mut qb, plan.key);
+                qb.push(" LIMIT ")
+                    .push_bind(SEARCH_WALK)
+                    .push(") w WHERE search @@ to_tsquery('simple', ")
+                    .push_bind(terms.clone())
+                    .push(")");
+                plan.push_order(&mut qb, "sort_key");
+                qb.push(" LIMIT ").push_bind(limit as i64 + 1);
+                let walked = self.fetch_users(qb).await?;
+                if walked.len() > limit {
+                    walked
+                } else {
+                    let mut qb = QueryBuilder::<Postgres>::new("WITH m AS MATERIALIZED (SELECT ");
+                    qb.push(USER_COLUMNS)
+                        .push(", ")
+                        .push(plan.key)
+                        .push(" AS sort_key FROM users");
+                    plan.push_where(&mut qb, tenant, q, true);
+                    qb.push(") SELECT ").push(USER_COLUMNS).push(" FROM m");
+                    plan.push_order(&mut qb, "sort_key");
+                    qb.push(" LIMIT ").push_bind(limit as i64 + 1);
+                    self.fetch_users(qb).await?
+                }
+            }
+        };
+        let mut items = fetched;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|u| UserCursor::after(u, q.sort).encode())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn fetch_users(&self, mut qb: QueryBuilder<'_, Postgres>) -> Result<Vec<User>> {
+        // Unnamed statements are planned with the actual values (the cursor's position, a
+        // filter's selectivity), which a cached generic plan could not take into account.
+        qb.build()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(rows::user)
+            .collect()
+    }
+
+    pub(crate) async fn update_user_impl(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        patch: UserPatch,
+        expected_version: Option<i64>,
+        ctx: &AuditContext,
+    ) -> Result<User> {
+        let now = domain::time::now();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
+        check_version(expected_version, before.version)?;
+        let changes_manager = patch.changes_manager();
+        let after = patch.apply(before.clone(), now)?;
+        if changes_manager {
+            if let Some(m) = after.manager_id {
+                check_manager_chain(&mut tx, tenant, id, m).await?;
+            }
+        }
+        write_user(&mut tx, &after).await?;
+        let ev = AuditEvent::record(
+            ctx,
+            tenant,
+            actions::USER_UPDATE,
+            EntityRef::user(id),
+            (Some(before.to_audit_json()), Some(after.to_audit_json())),
+            now,
+        );
+        audit::insert(&mut tx, &ev).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(after)
+    }
+
+    pub(crate) async fn delete_user_impl(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        expected_version: Option<i64>,
+        ctx: &AuditContext,
+    ) -> Result<User> {
+        let now = domain::time::now();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
+        check_version(expected_version, before.version)?;
+        let after = User {
+            deleted_at: Some(now),
+            updated_at: now,
+            version: before.version + 1,
+            ..before.clone()
+        };
+        write_user(&mut tx, &after).await?;
+        let ev = AuditEvent::record(
+            ctx,
+            tenant,
+            actions::USER_DELETE,
+            EntityRef::user(id),
+            (Some(before.to_audit_json()), Some(after.to_audit_json())),
+            now,
+        );
+        audit::insert(&mut tx, &ev).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(after)
+    }
+
+    pub(crate) async fn restore_user_impl(
+        &self,
+        tenant: TenantId,
+        id: UserId,
+        ctx: &AuditContext,
+    ) -> Result<User> {
+        let now = domain::time::now();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The tenant row (when it has a quota) is locked before the user row, in the same
+        // order as user creation takes its locks.
+        let q = quota_locked_if_limited(&mut tx, tenant)
+            .await?
+            .ok_or_else(not_found)?;
+        let before = lock_user(&mut tx, tenant, id, Which::Any).await?;
+        if !before.is_deleted() {
+            return Err(conflict("not_deleted", None, "the user is not deleted"));
+        }
+        enforce_quota(&mut tx, tenant, &q).await?;
+        let after = User {
+            deleted_at: None,
+            updated_at: now,
+            version: before.version + 1,
+            ..before.clone()
+        };
+        write_user(&mut tx, &after).await?;
+        let ev = AuditEvent::record(
+            ctx,
+            tenant,
+            actions::USER_RESTORE,
+            EntityRef::user(id),
+            (Some(before.to_audit_json()), Some(after.to_audit_json())),
+            now,
+        );
+        audit::insert(&mut tx, &ev).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(after)
+    }
+}
+
+/// Inserts one batch of seeded users with a single statement: one array per column,
+/// zipped back into rows by `UNNEST`. Every row goes to `tenant`, whatever it names.
+async fn seed_batch(conn: &mut PgConnection, tenant: TenantId, users: &[User]) -> Result<u64> {
+    let n = users.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut emails = Vec::with_capacity(n);
+    let mut emails_lower = Vec::with_capacity(n);
+    let mut usernames = Vec::with_capacity(n);
+    let mut usernames_lower = Vec::with_capacity(n);
+    let mut full_names = Vec::with_capacity(n);
+    let mut name_sorts = Vec::with_capacity(n);
+    let mut searches = Vec::with_capacity(n);
+    let mut phones = Vec::with_capacity(n);
+    let mut departments = Vec::with_capacity(n);
+    let mut job_titles = Vec::with_capacity(n);
+    let mut employee_ids = Vec::with_capacity(n);
+    let mut managers = Vec::with_capacity(n);
+    let mut cost_centers = Vec::with_capacity(n);
+    let mut clearances = Vec::with_capacity(n);
+    let mut languages = Vec::with_capacity(n);
+    let mut avatars = Vec::with_capacity(n);
+    let mut attrs = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut last_logins = Vec::with_capacity(n);
+    let mut created = Vec::with_capacity(n);
+    let mut updated = Vec::with_capacity(n);
+    let mut deleted = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    for u in users {
+        ids.push(u.id.into_uuid());
+        emails.push(u.email.as_str());
+        emails_lower.push(u.email_normalized());
+        usernames.push(u.username.as_deref());
+        usernames_lower.push(u.username_normalized());
+        full_names.push(u.full_name.as_str());
+        name_sorts.push(u.name_sort_key());
+        searches.push(search_text(u));
+        phones.push(u.phone.as_deref());
+        departments.push(u.department.as_deref());
+        job_titles.push(u.job_title.as_deref());
+        employee_ids.push(u.employee_id.as_deref());
+        managers.push(u.manager_id.map(UserId::into_uuid));
+        cost_centers.push(u.cost_center.as_deref());
+        clearances.push(u.clearance_level);
+        languages.push(u.language.as_deref());
+        avatars.push(u.avatar_url.as_deref());
+        attrs.push(Json(&u.custom_attributes));
+        statuses.push(u.status.as_str());
+        last_logins.push(u.last_login_at);
+        created.push(u.created_at);
+        updated.push(u.updated_at);
+        deleted.push(u.deleted_at);
+        versions.push(u.version);
+    }
+    let done = sqlx::query(
+        "INSERT INTO users (id, tenant_id, email, email_lower, username, username_lower, \
+         full_name, name_sort, search, phone, department, job_title, employee_id, manager_id, \
+         cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
+         last_login_at, created_at, updated_at, deleted_at, version) \
+         SELECT id, $1, email, email_lower, username, username_lower, full_name, name_sort, \
+         to_tsvector('simple', search), phone, department, job_title, employee_id, manager_id, \
+         cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
+         last_login_at, created_at, updated_at, deleted_at, version \
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+         $14::uuid[], $15::text[], $16::int2[], $17::text[], $18::text[], $19::jsonb[], \
+         $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[], \
+         $24::timestamptz[], $25::int8[]) \
+         AS t (id, email, email_lower, username, username_lower, full_name, name_sort, search, \
+         phone, department, job_title, employee_id, manager_id, cost_center, clearance_level, \
+         language, avatar_url, custom_attributes, status, last_login_at, created_at, \
+         updated_at, deleted_at, version)",
+    )
+    .bind(tenant.into_uuid())
+    .bind(ids)
+    .bind(emails)
+    .bind(emails_lower)
+    .bind(usernames)
+    .bind(usernames_lower)
+    .bind(full_names)
+    .bind(name_sorts)
+    .bind(searches)
+    .bind(phones)
+    .bind(departments)
+    .bind(job_titles)
+    .bind(employee_ids)
+    .bind(managers)
+    .bind(cost_centers)
+    .bind(clearances)
+    .bind(languages)
+    .bind(avatars)
+    .bind(attrs)
+    .bind(statuses)
+    .bind(last_logins)
+    .bind(created)
+    .bind(updated)
+    .bind(deleted)
+    .bind(versions)
+    .execute(conn)
+    .await
+    .map_err(write)?;
+    Ok(done.rows_affected())
+}

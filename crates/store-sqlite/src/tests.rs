@@ -1,0 +1,279 @@
+//! Tests of what only this backend has: its triggers, its query plans, its bulk insert
+//! speed. Behaviour shared with PostgreSQL is tested by the contract suite in `testkit`.
+
+use std::time::Instant;
+
+use domain::audit::AuditContext;
+use domain::page::PageSize;
+use domain::tenants::{NewTenant, Plan, TenantSlug};
+use domain::time::from_micros;
+use domain::users::{UserSort, UserStatus};
+use domain::values::{DisplayName, JsonObject, SearchQuery};
+use serde_json::Map;
+
+use super::*;
+
+async fn open() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db")).await.unwrap();
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
+async fn tenant(store: &SqliteStore, slug: &str) -> Tenant {
+    let new = NewTenant {
+        slug: TenantSlug::parse("slug", slug).unwrap(),
+        display_name: DisplayName::parse("display_name", slug).unwrap(),
+        plan: Plan::Enterprise,
+        max_users: None,
+        trial_ends_at: None,
+        settings: JsonObject::default(),
+    };
+    store.create_tenant(new, &AuditContext::system()).await.unwrap()
+}
+
+/// `n` users of `tenant` with varied names, departments and sign-in times.
+fn users(tenant: TenantId, n: usize) -> Vec<User> {
+    let base = now();
+    (0..n)
+        .map(|i| {
+            let first = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken"][i % 6];
+            let t = from_micros(to_micros(base) - (i as i64) * 1_000).unwrap();
+            User {
+                id: UserId::new(),
+                tenant_id: tenant,
+                email: format!("{}.{i}@example.com", first.to_lowercase()),
+                username: (i % 3 != 0).then(|| format!("{}{i}", first.to_lowercase())),
+                full_name: format!("{first} Person{i}"),
+                phone: None,
+                department: Some(["Eng", "Sales", "Ops"][i % 3].to_owned()),
+                job_title: Some("Engineer".to_owned()),
+                employee_id: Some(format!("E{i:06}")),
+                manager_id: None,
+                cost_center: None,
+                clearance_level: Some((i % 11) as i16),
+                language: Some("en".to_owned()),
+                avatar_url: None,
+                custom_attributes: Map::new(),
+                status: UserStatus::ALL[i % UserStatus::ALL.len()],
+                last_login_at: (i % 4 != 0).then_some(t),
+                created_at: t,
+                updated_at: t,
+                deleted_at: None,
+                version: 1,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_events_are_append_only() {
+    let (_dir, store) = open().await;
+    tenant(&store, "acme").await;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    for sql in [
+        "UPDATE audit_events SET action = 'forged'",
+        "DELETE FROM audit_events",
+    ] {
+        let err = sqlx::query(sql).execute(&store.writer).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_events")
+        .fetch_one(&store.writer)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn readers_cannot_write() {
+    let (_dir, store) = open().await;
+    let err = sqlx::query("INSERT INTO tenants (id) VALUES (x'00')")
+        .execute(&store.reader)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("readonly"), "{err}");
+}
+
+#[tokio::test]
+async fn active_user_counter_follows_deletes_and_restores() {
+    let (_dir, store) = open().await;
+    let t = tenant(&store, "acme").await;
+    let ctx = AuditContext::system();
+    let seeded = users(t.id, 5);
+    let ids: Vec<UserId> = seeded.iter().map(|u| u.id).collect();
+    store.seed_users(t.id, seeded, &ctx).await.unwrap();
+    let active = || async {
+        let (_, n) = load_tenant(&mut *store.writer.acquire().await.unwrap(), t.id)
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(active().await, 5);
+    store.delete_user(t.id, ids[0], None, &ctx).await.unwrap();
+    store.delete_user(t.id, ids[1], None, &ctx).await.unwrap();
+    assert_eq!(active().await, 3);
+    store.restore_user(t.id, ids[0], &ctx).await.unwrap();
+    assert_eq!(active().await, 4);
+}
+
+/// The plan SQLite picks for a user list, one line per step.
+async fn plan(store: &SqliteStore, tenant: TenantId, q: &UserListQuery) -> String {
+    let mut qb = user_list_sql("EXPLAIN QUERY PLAN ", tenant, q).unwrap();
+    let rows = qb.build().fetch_all(&store.reader).await.unwrap();
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("detail").unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn every_sort_order_walks_its_index() {
+    let (_dir, store) = open().await;
+    let a = tenant(&store, "acme").await;
+    let b = tenant(&store, "globex").await;
+    let ctx = AuditContext::system();
+    store.seed_users(a.id, users(a.id, 3000), &ctx).await.unwrap();
+    store.seed_users(b.id, users(b.id, 500), &ctx).await.unwrap();
+    let sample = store
+        .list_users(a.id, &UserListQuery::default())
+        .await
+        .unwrap()
+        .items
+        .remove(7);
+
+    let mut report = String::new();
+    for analyzed in [false, true] {
+        if analyzed {
+            sqlx::query("ANALYZE").execute(&store.writer).await.unwrap();
+        }
+        for field in UserSortField::ALL {
+            let index = match field {
+                UserSortField::Name => "users_by_name",
+                UserSortField::Email => "users_by_email",
+                UserSortField::Created => "users_by_created",
+                UserSortField::LastLogin => "users_by_last_login",
+            };
+            for descending in [false, true] {
+                let sort = UserSort {
+                    field: *field,
+                    descending,
+                };
+                for cursor in [None, Some(UserCursor::after(&sample, sort))] {
+                    for deleted in [DeletedFilter::Exclude, DeletedFilter::Include] {
+                        let q = UserListQuery {
+                            sort,
+                            after: cursor.clone(),
+                            deleted,
+                            limit: PageSize::new(Some(50)).unwrap(),
+                            ..Default::default()
+                        };
+                        let p = plan(&store, a.id, &q).await;
+                        report.push_str(&format!(
+                            "analyzed={analyzed} sort={field}{} cursor={} deleted={deleted:?}:\n  {}\n",
+                            if descending { " desc" } else { "" },
+                            cursor.is_some(),
+                            p.replace('\n', "\n  ")
+                        ));
+                        assert!(p.contains(index), "{field} {descending}: {p}");
+                        assert!(!p.contains("TEMP B-TREE"), "{field} {descending}: {p}");
+                        if cursor.is_some() {
+                            // The keyset bound is a range on the index, not a filter.
+                            assert!(p.contains("(tenant_id=? AND "), "{p}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Search and filters: print the plans for the report.
+    let filtered = [
+        UserListQuery {
+            q: Some(SearchQuery::parse("q", "ada").unwrap()),
+            ..Default::default()
+        },
+        UserListQuery {
+            department: Some("Eng".into()),
+            sort: UserSort {
+                field: UserSortField::Name,
+                descending: false,
+            },
+            ..Default::default()
+        },
+        UserListQuery {
+            status: Some(UserStatus::Active),
+            ..Default::default()
+        },
+        UserListQuery {
+            manager_id: Some(sample.id),
+            ..Default::default()
+        },
+    ];
+    for q in &filtered {
+        let p = plan(&store, a.id, q).await;
+        report.push_str(&format!("{q:?}:\n  {}\n", p.replace('\n', "\n  ")));
+    }
+    eprintln!("{report}");
+}
+
+#[tokio::test]
+async fn search_uses_the_full_text_index() {
+    let (_dir, store) = open().await;
+    let a = tenant(&store, "acme").await;
+    let ctx = AuditContext::system();
+    store.seed_users(a.id, users(a.id, 300), &ctx).await.unwrap();
+    let q = UserListQuery {
+        q: Some(SearchQuery::parse("q", "gra person1").unwrap()),
+        limit: PageSize::new(Some(200)).unwrap(),
+        ..Default::default()
+    };
+    let p = plan(&store, a.id, &q).await;
+    assert!(p.contains("VIRTUAL TABLE INDEX"), "{p}");
+    let page = store.list_users(a.id, &q).await.unwrap();
+    // Grace is every sixth user from 1; "person1" matches Person1, Person10..19, Person100..199.
+    let expected = (0..300)
+        .filter(|i| i % 6 == 1 && i.to_string().starts_with('1'))
+        .count();
+    assert_eq!(page.items.len(), expected);
+}
+
+#[tokio::test]
+async fn seed_users_is_fast() {
+    let (_dir, store) = open().await;
+    let a = tenant(&store, "acme").await;
+    let ctx = AuditContext::system();
+    let total = 20_000;
+    let batches: Vec<Vec<User>> = (0..total / 5_000).map(|_| users(a.id, 5_000)).collect();
+    // Make the emails unique across batches.
+    let batches: Vec<Vec<User>> = batches
+        .into_iter()
+        .enumerate()
+        .map(|(b, us)| {
+            us.into_iter()
+                .map(|mut u| {
+                    u.email = format!("b{b}.{}", u.email);
+                    u.username = u.username.map(|n| format!("b{b}{n}"));
+                    u
+                })
+                .collect()
+        })
+        .collect();
+    let start = Instant::now();
+    for batch in batches {
+        assert_eq!(store.seed_users(a.id, batch, &ctx).await.unwrap(), 5_000);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "seeded {total} users in {secs:.2}s: {:.0} rows/s",
+        total as f64 / secs
+    );
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&store.reader)
+        .await
+        .unwrap();
+    assert_eq!(n, total as i64);
+}
