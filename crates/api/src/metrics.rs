@@ -1,0 +1,101 @@
+//! Prometheus metrics, one registry per application instance (no globals, so tests can run
+//! many servers in one process): request count and latency per route, method and status,
+//! and database pool gauges read at scrape time.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<HttpLabels, Counter>,
+    durations: Family<HttpLabels, Histogram>,
+    pool: Family<PoolLabels, Gauge>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms … ~8 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let requests = Family::<HttpLabels, Counter>::default();
+        let durations =
+            Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests handled, by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by method, route and status",
+            durations.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections, by state (idle, in_use, max)",
+            pool.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+            pool,
+        }
+    }
+
+    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let labels = HttpLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Renders the OpenMetrics text exposition, with the pool figures given.
+    pub fn render(&self, pool: domain::store::PoolStats) -> String {
+        let idle = i64::from(pool.idle);
+        let in_use = i64::from(pool.size.saturating_sub(pool.idle));
+        self.pool.get_or_create(&PoolLabels { state: "idle" }).set(idle);
+        self.pool.get_or_create(&PoolLabels { state: "in_use" }).set(in_use);
+        self.pool
+            .get_or_create(&PoolLabels { state: "max" })
+            .set(i64::from(pool.max));
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,204 @@
+//! RFC 9457 problem details. Every error the API returns is an `application/problem+json`
+//! body with a stable `type` URI and `code`, the HTTP status, a human `title`/`detail`, and
+//! for validation failures the list of offending fields. Internal causes are logged with
+//! the request's span (which carries the request id) and never put in the response.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::{Error, FieldError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The problem document. `code` is the stable machine-readable identifier; `type` is the
+/// same as a URN.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// For validation failures: every offending field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FieldErrorSchema>)]
+    pub errors: Vec<FieldError>,
+}
+
+/// One offending request field.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct FieldErrorSchema {
+    /// The field's path in the request, e.g. `email` or `custom_attributes.key`.
+    field: String,
+    /// Stable machine-readable code, e.g. `invalid_email`.
+    code: String,
+    message: String,
+}
+
+/// An error on its way to becoming a problem response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    title: &'static str,
+    detail: Option<String>,
+    errors: Vec<FieldError>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: None,
+            errors: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn unauthorized(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
+            .detail(detail)
+            .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+    }
+
+    pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, "Forbidden").detail(detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found").detail(detail)
+    }
+
+    /// A query parameter or path segment could not be understood.
+    pub fn invalid_request(errors: Vec<FieldError>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request parameters")
+            .detail("one or more parameters are invalid; see `errors`")
+            .errors(errors)
+    }
+
+    /// The body is well-formed JSON but not an acceptable value.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "Validation failed",
+        )
+        .detail("one or more fields are invalid; see `errors`")
+        .errors(errors)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal server error",
+        )
+        .detail("an unexpected error occurred; quote the X-Request-Id header when reporting it")
+    }
+
+    /// Turns domain validation errors into a 400 (for query/path input) instead of a 422.
+    pub fn from_query_error(e: Error) -> Self {
+        match e {
+            Error::Validation(errors) => Self::invalid_request(errors),
+            other => other.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Validation(errors) => Self::validation(errors),
+            Error::NotFound { entity } => Self::not_found(format!("{entity} not found")),
+            Error::Conflict {
+                code,
+                message,
+                field,
+            } => {
+                let errors = field
+                    .map(|f| vec![FieldError::new(f, code, message.clone())])
+                    .unwrap_or_default();
+                Self::new(StatusCode::CONFLICT, code, "Conflict")
+                    .detail(message)
+                    .errors(errors)
+            }
+            e @ Error::PreconditionFailed { .. } => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "Precondition failed",
+            )
+            .detail(e.to_string()),
+            Error::QuotaExceeded { message } => {
+                Self::new(StatusCode::CONFLICT, "quota_exceeded", "Quota exceeded").detail(message)
+            }
+            Error::Forbidden { code, message } => Self::forbidden(code, message),
+            Error::Unavailable(cause) => {
+                tracing::error!(error = %cause, "storage unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "Service unavailable",
+                )
+                .detail("the database is unavailable; retry later")
+                .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+            Error::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            type_uri: format!("urn:portcullis:problem:{}", self.code),
+            title: self.title.to_owned(),
+            status: self.status.as_u16(),
+            code: self.code.to_owned(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (self.status, bytes).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        for (name, value) in self.headers {
+            res.headers_mut().insert(name, value);
+        }
+        res
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,304 @@
+//! The command line: `serve`, `migrate`, `config check`, `tenant`, `api-key`, `dev seed`.
+//! Every command accepts `--json` for machine-readable output on stdout.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use domain::api_keys::ApiKey;
+use domain::audit::AuditContext;
+use domain::tenants::{MaxUsers, NewTenant, Plan, Tenant, TenantListQuery, TenantSlug};
+use domain::values::{DisplayName, JsonObject};
+use domain::{ApiKeyId, Store};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::{app, keys, seed, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "portcullis", version, about = "Multi-tenant identity and user management server")]
+pub struct Cli {
+    /// TOML configuration file (PORTCULLIS_* environment variables override it).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (migrates the database and creates the `default` tenant first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Development tools.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file (or `--config`) and print the effective configuration,
+    /// secrets redacted.
+    Check {
+        /// The file to check; defaults to `--config`.
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create(TenantCreate),
+    /// List tenants.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct TenantCreate {
+    /// URL-safe name: 2–63 of a-z, 0-9, '-'.
+    #[arg(long)]
+    pub slug: String,
+    /// Display name (defaults to the slug).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// free, pro or enterprise.
+    #[arg(long, default_value = "free")]
+    pub plan: String,
+    /// User quota (defaults to the plan's).
+    #[arg(long)]
+    pub max_users: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// May manage tenants.
+        #[arg(long)]
+        platform_admin: bool,
+    },
+    /// List a tenant's keys (never the secrets).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key; requests with it fail from then on.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The key's id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Insert synthetic users into a tenant, fast (for development and benchmarks).
+    Seed {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        users: u64,
+        /// Users per insert batch.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        return config_check(file.as_ref().or(cli.config.as_ref()), cli.json);
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    telemetry::init(&config, !matches!(cli.command, Command::Serve));
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Config(_) => Ok(()),
+        command => {
+            let store = app::open_store(&config).await?;
+            app::prepare(store.as_ref()).await?;
+            match command {
+                Command::Migrate => {
+                    print(cli.json, &json!({"migrated": true}), "migrations applied");
+                    Ok(())
+                }
+                Command::Tenant(c) => tenant(store.as_ref(), c, cli.json).await,
+                Command::ApiKey(c) => api_key(store.as_ref(), c, cli.json).await,
+                Command::Dev(DevCommand::Seed { tenant, users, batch }) => {
+                    let report = seed::seed(store.as_ref(), &tenant, users, batch, !cli.json).await?;
+                    print(
+                        cli.json,
+                        &json!({"inserted": report.inserted, "seconds": report.elapsed.as_secs_f64(), "per_second": report.rate()}),
+                        &format!(
+                            "inserted {} users in {:.1}s ({:.0}/s)",
+                            report.inserted,
+                            report.elapsed.as_secs_f64(),
+                            report.rate()
+                        ),
+                    );
+                    Ok(())
+                }
+                Command::Serve | Command::Config(_) => Ok(()),
+            }
+        }
+    }
+}
+
+fn print(json: bool, value: &serde_json::Value, text: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn config_check(file: Option<&PathBuf>, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(file.map(PathBuf::as_path))?;
+    let shown = config.redacted_toml()?;
+    if json {
+        let value: toml::Value = toml::from_str(&shown)?;
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        println!("# configuration is valid; effective values (secrets redacted):\n{shown}");
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let target = config.database_target()?;
+    let store = app::open_store(&config).await?;
+    app::prepare(store.as_ref()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %target, "portcullis listening on http://{addr}");
+    let router = app::router(store, &config);
+    app::serve(
+        listener,
+        router,
+        app::shutdown_signal(),
+        Duration::from_secs(config.http.shutdown_grace_seconds),
+    )
+    .await
+}
+
+fn tenant_json(t: &Tenant) -> serde_json::Value {
+    serde_json::to_value(t).unwrap_or_default()
+}
+
+async fn tenant(store: &dyn Store, c: TenantCommand, json: bool) -> anyhow::Result<()> {
+    match c {
+        TenantCommand::Create(a) => {
+            let plan: Plan = a.plan.parse().map_err(|m| anyhow::anyhow!("--plan {m}"))?;
+            let new = NewTenant {
+                slug: TenantSlug::parse("--slug", &a.slug)?,
+                display_name: DisplayName::parse("--name", a.name.as_deref().unwrap_or(&a.slug))?,
+                plan,
+                max_users: a.max_users.map(|n| MaxUsers::parse("--max-users", n)).transpose()?,
+                trial_ends_at: None,
+                settings: JsonObject::default(),
+            };
+            let t = store.create_tenant(new, &AuditContext::system()).await?;
+            print(json, &tenant_json(&t), &format!("created tenant {} ({})", t.slug, t.id));
+        }
+        TenantCommand::List => {
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .list_tenants(&TenantListQuery {
+                        after,
+                        limit: domain::page::PageSize::new(Some(200))?,
+                        ..TenantListQuery::default()
+                    })
+                    .await?;
+                all.extend(page.items);
+                match page.next_cursor {
+                    Some(c) => after = Some(domain::page::decode_cursor(&c)?),
+                    None => break,
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(all.iter().map(tenant_json).collect()));
+            } else {
+                println!("{:<38} {:<24} {:<10} {:<10} MAX_USERS", "ID", "SLUG", "STATUS", "PLAN");
+                for t in &all {
+                    let max = t.max_users.map_or("unlimited".to_owned(), |n| n.to_string());
+                    println!("{:<38} {:<24} {:<10} {:<10} {max}", t.id.to_string(), t.slug, t.status, t.plan);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key_json(k: &ApiKey) -> serde_json::Value {
+    serde_json::to_value(k).unwrap_or_default()
+}
+
+async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Result<()> {
+    match c {
+        ApiKeyCommand::Create {
+            tenant,
+            name,
+            platform_admin,
+        } => {
+            let (key, generated) = keys::create_api_key(store, &tenant, &name, platform_admin).await?;
+            if json {
+                let mut v = key_json(&key);
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("key".into(), generated.expose().into());
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "created API key {} ({}) for tenant {tenant}{}\n\n    {}\n\nStore it now: it is shown only once.",
+                    key.id,
+                    key.name,
+                    if key.platform_admin { ", platform admin" } else { "" },
+                    generated.expose()
+                );
+            }
+        }
+        ApiKeyCommand::List { tenant } => {
+            let t = store.get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?).await?;
+            let list = store.list_api_keys(t.id).await?;
+            if json {
+                println!("{}", serde_json::Value::Array(list.iter().map(key_json).collect()));
+            } else {
+                println!("{:<38} {:<12} {:<24} {:<8} REVOKED", "ID", "PREFIX", "NAME", "ADMIN");
+                for k in &list {
+                    let revoked = k.revoked_at.map_or("-".to_owned(), |t| t.to_rfc3339());
+                    println!("{:<38} {:<12} {:<24} {:<8} {revoked}", k.id.to_string(), k.prefix, k.name, k.platform_admin);
+                }
+            }
+        }
+        ApiKeyCommand::Revoke { tenant, id } => {
+            let t = store.get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?).await?;
+            let id: ApiKeyId = id.parse().map_err(|_| anyhow::anyhow!("--id must be a UUID"))?;
+            let key = store.revoke_api_key(t.id, id, &AuditContext::system()).await?;
+            print(json, &key_json(&key), &format!("revoked API key {}", key.id));
+        }
+    }
+    Ok(())
+}
