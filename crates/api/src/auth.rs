@@ -68,16 +68,15 @@ impl Caller {
 const MAX_TOKEN_LEN: usize = 512;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("send an API key as 'Authorization: Bearer <key>'"))?;
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    })?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must use the Bearer scheme"))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must use the Bearer scheme")
+    })?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > MAX_TOKEN_LEN {
         return Err(ApiError::unauthorized(

@@ -53,8 +53,12 @@ fn body_rejection(r: BytesRejection) -> ApiError {
         )
         .detail("the request body exceeds the configured limit")
     } else {
-        ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", "Unreadable body")
-            .detail("the request body could not be read")
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "Unreadable body",
+        )
+        .detail("the request body could not be read")
     }
 }
 
@@ -99,11 +103,7 @@ impl<S: Send + Sync, T: std::str::FromStr> FromRequestParts<S> for ApiPath<T> {
                 .await
                 .map_err(|_| ApiError::not_found("no such resource"))?;
         raw.parse::<T>().map(ApiPath).map_err(|_| {
-            ApiError::invalid_request(vec![FieldError::new(
-                "id",
-                "invalid_id",
-                "must be a UUID",
-            )])
+            ApiError::invalid_request(vec![FieldError::new("id", "invalid_id", "must be a UUID")])
         })
     }
 }
@@ -117,14 +117,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::invalid_request(vec![FieldError::new(
-                if path == "." { String::new() } else { path },
-                "invalid_parameter",
-                e.into_inner().to_string(),
-            )])
-        })
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::invalid_request(vec![FieldError::new(
+                    if path == "." { String::new() } else { path },
+                    "invalid_parameter",
+                    e.into_inner().to_string(),
+                )])
+            })
     }
 }
 
@@ -139,8 +141,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             return Ok(IfMatch(None));
         };
         let invalid = || {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_if_match", "Invalid If-Match")
-                .detail("If-Match must be an ETag returned by this API, such as \"3\", or *")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_if_match",
+                "Invalid If-Match",
+            )
+            .detail("If-Match must be an ETag returned by this API, such as \"3\", or *")
         };
         let raw = value.to_str().map_err(|_| invalid())?.trim();
         if raw == "*" {
@@ -158,5 +164,6 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 
 /// The ETag of a versioned entity.
 pub fn etag(version: i64) -> header::HeaderValue {
-    header::HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(header::HeaderValue::from_static("\"0\""))
+    header::HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or(header::HeaderValue::from_static("\"0\""))
 }

@@ -46,8 +46,9 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis");
         let requests = Family::<HttpLabels, Counter>::default();
-        let durations =
-            Family::<HttpLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let durations = Family::<HttpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "http_requests",
@@ -88,8 +89,12 @@ impl Metrics {
     pub fn render(&self, pool: domain::store::PoolStats) -> String {
         let idle = i64::from(pool.idle);
         let in_use = i64::from(pool.size.saturating_sub(pool.idle));
-        self.pool.get_or_create(&PoolLabels { state: "idle" }).set(idle);
-        self.pool.get_or_create(&PoolLabels { state: "in_use" }).set(in_use);
+        self.pool
+            .get_or_create(&PoolLabels { state: "idle" })
+            .set(idle);
+        self.pool
+            .get_or_create(&PoolLabels { state: "in_use" })
+            .set(in_use);
         self.pool
             .get_or_create(&PoolLabels { state: "max" })
             .set(i64::from(pool.max));

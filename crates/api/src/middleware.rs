@@ -49,7 +49,10 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 struct RouteLabel(String);
 
 pub async fn stamp_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
     let mut res = next.run(req).await;
     if let Some(route) = route {
         res.extensions_mut().insert(RouteLabel(route));
@@ -69,7 +72,9 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .map(|r| r.0.clone())
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = res.status().as_u16();
-    state.metrics.observe(method.as_str(), &route, status, elapsed);
+    state
+        .metrics
+        .observe(method.as_str(), &route, status, elapsed);
     tracing::info!(
         method = %method,
         path = %path,

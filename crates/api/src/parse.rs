@@ -63,7 +63,10 @@ pub fn timestamp(field: &str, raw: &str) -> Result<DateTime<Utc>, FieldError> {
 }
 
 /// A value of a string enum.
-pub fn enum_value<T: std::str::FromStr<Err = String>>(field: &str, raw: &str) -> Result<T, FieldError> {
+pub fn enum_value<T: std::str::FromStr<Err = String>>(
+    field: &str,
+    raw: &str,
+) -> Result<T, FieldError> {
     raw.parse::<T>()
         .map_err(|msg| FieldError::new(field, "invalid_value", msg))
 }

@@ -30,6 +30,7 @@ pub struct Problem {
 
 /// One offending request field.
 #[derive(ToSchema)]
+#[schema(as = FieldError)]
 #[allow(dead_code)]
 pub struct FieldErrorSchema {
     /// The field's path in the request, e.g. `email` or `custom_attributes.key`.
@@ -86,9 +87,13 @@ impl ApiError {
     }
 
     pub fn unauthorized(detail: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
-            .detail(detail)
-            .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+        )
+        .detail(detail)
+        .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     }
 
     pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
@@ -101,9 +106,13 @@ impl ApiError {
 
     /// A query parameter or path segment could not be understood.
     pub fn invalid_request(errors: Vec<FieldError>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request parameters")
-            .detail("one or more parameters are invalid; see `errors`")
-            .errors(errors)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid request parameters",
+        )
+        .detail("one or more parameters are invalid; see `errors`")
+        .errors(errors)
     }
 
     /// The body is well-formed JSON but not an acceptable value.

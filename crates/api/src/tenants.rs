@@ -56,7 +56,10 @@ impl TryFrom<CreateTenant> for NewTenant {
         let max_users = r
             .max_users
             .and_then(|n| errs.check(MaxUsers::parse("max_users", n)));
-        let settings = errs.check(JsonObject::parse("settings", r.settings.unwrap_or_default()));
+        let settings = errs.check(JsonObject::parse(
+            "settings",
+            r.settings.unwrap_or_default(),
+        ));
         errs.finish()?;
         match (slug, display_name, settings) {
             (Some(slug), Some(display_name), Some(settings)) => Ok(NewTenant {
@@ -95,8 +98,14 @@ impl TryFrom<UpdateTenant> for TenantPatch {
 
     fn try_from(r: UpdateTenant) -> Result<Self, Error> {
         let mut errs = ValidationErrors::new();
-        let display_name = optional(&mut errs, "display_name", r.display_name, DisplayName::parse);
-        let max_users = match Patch::from(r.max_users).try_map(|n| MaxUsers::parse("max_users", n)) {
+        let display_name = optional(
+            &mut errs,
+            "display_name",
+            r.display_name,
+            DisplayName::parse,
+        );
+        let max_users = match Patch::from(r.max_users).try_map(|n| MaxUsers::parse("max_users", n))
+        {
             Ok(p) => p,
             Err(e) => {
                 errs.push(e);

@@ -7,8 +7,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use domain::users::{DeletedFilter, NewUser, User, UserCursor, UserListQuery, UserPatch, UserSort};
 use domain::values::{
-    AvatarUrl, ClearanceLevel, DisplayName, Email, JsonObject, Label, Language, Phone,
-    SearchQuery, Username,
+    AvatarUrl, ClearanceLevel, DisplayName, Email, JsonObject, Label, Language, Phone, SearchQuery,
+    Username,
 };
 use domain::{FieldError, Patch, UserId, ValidationErrors};
 use serde::{Deserialize, Serialize};
@@ -241,7 +241,11 @@ fn deleted_filter(field: &str, raw: &str) -> Result<DeletedFilter, FieldError> {
         "exclude" => Ok(DeletedFilter::Exclude),
         "include" => Ok(DeletedFilter::Include),
         "only" => Ok(DeletedFilter::Only),
-        _ => Err(FieldError::new(field, "invalid_value", "must be one of: exclude, include, only")),
+        _ => Err(FieldError::new(
+            field,
+            "invalid_value",
+            "must be one of: exclude, include, only",
+        )),
     }
 }
 
@@ -255,8 +259,18 @@ impl TryFrom<ListUsersParams> for UserListQuery {
             status: optional(&mut errs, "status", p.status, parse::enum_value),
             department: p.department,
             manager_id: optional(&mut errs, "manager_id", p.manager_id, parse::id::<UserId>),
-            created_after: optional(&mut errs, "created_after", p.created_after, parse::timestamp),
-            created_before: optional(&mut errs, "created_before", p.created_before, parse::timestamp),
+            created_after: optional(
+                &mut errs,
+                "created_after",
+                p.created_after,
+                parse::timestamp,
+            ),
+            created_before: optional(
+                &mut errs,
+                "created_before",
+                p.created_before,
+                parse::timestamp,
+            ),
             q: optional(&mut errs, "q", p.q, SearchQuery::parse),
             deleted: optional(&mut errs, "deleted", p.deleted, deleted_filter).unwrap_or_default(),
             sort,

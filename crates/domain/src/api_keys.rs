@@ -2,9 +2,9 @@
 //! SHA-256 digest is stored, so a database leak does not leak working keys. (A fast hash is
 //! right here: the key has full entropy, so there is nothing for a slow hash to protect.)
 
-use chrono::{DateTime, Utc};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;

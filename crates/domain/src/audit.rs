@@ -133,13 +133,22 @@ pub struct EntityRef {
 
 impl EntityRef {
     pub fn tenant(id: TenantId) -> Self {
-        Self { kind: "tenant", id: Some(id.into_uuid()) }
+        Self {
+            kind: "tenant",
+            id: Some(id.into_uuid()),
+        }
     }
     pub fn user(id: UserId) -> Self {
-        Self { kind: "user", id: Some(id.into_uuid()) }
+        Self {
+            kind: "user",
+            id: Some(id.into_uuid()),
+        }
     }
     pub fn api_key(id: ApiKeyId) -> Self {
-        Self { kind: "api_key", id: Some(id.into_uuid()) }
+        Self {
+            kind: "api_key",
+            id: Some(id.into_uuid()),
+        }
     }
 }
 

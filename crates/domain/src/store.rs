@@ -72,8 +72,12 @@ pub trait Store: Send + Sync + 'static {
     /// names the tenant.
     async fn authenticate_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyAuth>>;
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>>;
-    async fn revoke_api_key(&self, tenant: TenantId, id: ApiKeyId, ctx: &AuditContext)
-        -> Result<ApiKey>;
+    async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        ctx: &AuditContext,
+    ) -> Result<ApiKey>;
 
     // --- users ---
 
@@ -81,8 +85,12 @@ pub trait Store: Send + Sync + 'static {
         -> Result<User>;
     /// Inserts many users in large batches for the data generator: uniqueness is still
     /// enforced by the database, the quota is not, and one audit event records the batch.
-    async fn seed_users(&self, tenant: TenantId, users: Vec<User>, ctx: &AuditContext)
-        -> Result<u64>;
+    async fn seed_users(
+        &self,
+        tenant: TenantId,
+        users: Vec<User>,
+        ctx: &AuditContext,
+    ) -> Result<u64>;
     /// A user, deleted or not.
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User>;
     async fn list_users(&self, tenant: TenantId, q: &UserListQuery) -> Result<Page<User>>;
@@ -107,5 +115,6 @@ pub trait Store: Send + Sync + 'static {
 
     // --- audit ---
 
-    async fn list_audit_events(&self, tenant: TenantId, q: &AuditQuery) -> Result<Page<AuditEvent>>;
+    async fn list_audit_events(&self, tenant: TenantId, q: &AuditQuery)
+        -> Result<Page<AuditEvent>>;
 }

@@ -2,9 +2,9 @@
 //! `max_users` quota is enforced when users are created or restored.
 
 use chrono::{DateTime, Utc};
-use std::fmt;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::fmt;
 
 use crate::error::FieldError;
 use crate::ids::TenantId;
@@ -25,7 +25,8 @@ impl TenantSlug {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let s = raw.trim();
         let ok = (2..=63).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-')
             && !s.ends_with('-');
         if ok {
@@ -54,10 +55,7 @@ impl fmt::Display for TenantSlug {
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash,
-            ::serde::Serialize, ::serde::Deserialize, ::utoipa::ToSchema,
-        )]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub enum $name {
             $(#[serde(rename = $wire)] $variant),+
         }
@@ -82,6 +80,23 @@ macro_rules! string_enum {
                         [$($wire),+].join(", ")
                     )),
                 }
+            }
+        }
+
+        // Written out rather than derived: utoipa's derive cannot read the `rename`
+        // literals through this macro and would document the Rust variant names.
+        impl ::utoipa::PartialSchema for $name {
+            fn schema() -> ::utoipa::openapi::RefOr<::utoipa::openapi::schema::Schema> {
+                ::utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(::utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($wire),+]))
+                    .into()
+            }
+        }
+
+        impl ::utoipa::ToSchema for $name {
+            fn name() -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(stringify!($name))
             }
         }
 
@@ -151,7 +166,10 @@ impl NewTenant {
             display_name: self.display_name.into_inner(),
             status: TenantStatus::Active,
             plan: self.plan,
-            max_users: self.max_users.map(MaxUsers::get).or(self.plan.default_max_users()),
+            max_users: self
+                .max_users
+                .map(MaxUsers::get)
+                .or(self.plan.default_max_users()),
             trial_ends_at: self.trial_ends_at,
             settings: self.settings.into_map(),
             created_at: now,
@@ -169,7 +187,11 @@ impl MaxUsers {
         if (1..=100_000_000).contains(&n) {
             Ok(Self(n))
         } else {
-            Err(FieldError::new(field, "out_of_range", "must be between 1 and 100000000"))
+            Err(FieldError::new(
+                field,
+                "out_of_range",
+                "must be between 1 and 100000000",
+            ))
         }
     }
 
@@ -204,7 +226,10 @@ impl TenantPatch {
             }
             t.plan = plan;
         }
-        t.max_users = self.max_users.apply(t.max_users.map(MaxUsers)).map(MaxUsers::get);
+        t.max_users = self
+            .max_users
+            .apply(t.max_users.map(MaxUsers))
+            .map(MaxUsers::get);
         t.trial_ends_at = self.trial_ends_at.apply(t.trial_ends_at);
         if let Some(v) = self.settings {
             t.settings = v.into_map();

@@ -12,8 +12,8 @@ use crate::patch::Patch;
 use crate::tenants::string_enum;
 use crate::time::{to_micros, Timestamp};
 use crate::values::{
-    AvatarUrl, ClearanceLevel, DisplayName, Email, JsonObject, Label, Language, Phone,
-    SearchQuery, Username,
+    AvatarUrl, ClearanceLevel, DisplayName, Email, JsonObject, Label, Language, Phone, SearchQuery,
+    Username,
 };
 
 string_enum!(
@@ -195,7 +195,8 @@ impl UserPatch {
         u.employee_id = patch_string(self.employee_id, u.employee_id);
         u.manager_id = self.manager_id.apply(u.manager_id);
         u.cost_center = patch_string(self.cost_center, u.cost_center);
-        u.clearance_level = patch_with(self.clearance_level, u.clearance_level, ClearanceLevel::get);
+        u.clearance_level =
+            patch_with(self.clearance_level, u.clearance_level, ClearanceLevel::get);
         u.language = patch_string(self.language, u.language);
         u.avatar_url = patch_string(self.avatar_url, u.avatar_url);
         if let Some(v) = self.custom_attributes {
@@ -244,7 +245,11 @@ impl UserSort {
             None => (false, raw),
         };
         let f = name.parse::<UserSortField>().map_err(|msg| {
-            FieldError::new(field, "invalid_sort", format!("{msg} (prefix '-' for descending)"))
+            FieldError::new(
+                field,
+                "invalid_sort",
+                format!("{msg} (prefix '-' for descending)"),
+            )
         })?;
         Ok(Self {
             field: f,
@@ -298,8 +303,13 @@ impl UserCursor {
         let c: UserCursor = decode_cursor(raw)?;
         let kind_ok = matches!(
             (&c.value, c.sort.field),
-            (SortValue::Text(_), UserSortField::Name | UserSortField::Email)
-                | (SortValue::Micros(_), UserSortField::Created | UserSortField::LastLogin)
+            (
+                SortValue::Text(_),
+                UserSortField::Name | UserSortField::Email
+            ) | (
+                SortValue::Micros(_),
+                UserSortField::Created | UserSortField::LastLogin
+            )
         );
         if c.sort != sort || !kind_ok {
             return Err(Error::field(

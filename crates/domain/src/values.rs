@@ -102,12 +102,22 @@ impl Email {
     /// refused, as most identity providers do.
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let s = raw.trim();
-        let invalid = || FieldError::new(field, "invalid_email", "must be an email address like name@example.com");
+        let invalid = || {
+            FieldError::new(
+                field,
+                "invalid_email",
+                "must be an email address like name@example.com",
+            )
+        };
         if s.is_empty() {
             return Err(FieldError::new(field, "required", "must not be empty"));
         }
         if s.len() > 254 {
-            return Err(FieldError::new(field, "too_long", "must be at most 254 characters"));
+            return Err(FieldError::new(
+                field,
+                "too_long",
+                "must be at most 254 characters",
+            ));
         }
         let (local, domain) = s.split_once('@').ok_or_else(invalid)?;
         let local_ok = !local.is_empty()
@@ -149,7 +159,11 @@ impl Username {
         let s = raw.trim();
         let len = s.chars().count();
         if !(3..=64).contains(&len) {
-            return Err(FieldError::new(field, "invalid_length", "must be 3 to 64 characters"));
+            return Err(FieldError::new(
+                field,
+                "invalid_length",
+                "must be 3 to 64 characters",
+            ));
         }
         let first_ok = s.chars().next().is_some_and(char::is_alphanumeric);
         if !first_ok || !s.chars().all(|c| c.is_alphanumeric() || "._-".contains(c)) {
@@ -179,7 +193,9 @@ impl Phone {
         let s = raw.trim();
         let body = s.strip_prefix('+').unwrap_or(s);
         let digits = body.chars().filter(char::is_ascii_digit).count();
-        let chars_ok = body.chars().all(|c| c.is_ascii_digit() || " -.()".contains(c));
+        let chars_ok = body
+            .chars()
+            .all(|c| c.is_ascii_digit() || " -.()".contains(c));
         if chars_ok && (6..=20).contains(&digits) && s.len() <= 32 {
             Ok(Self(s.to_owned()))
         } else {
@@ -199,7 +215,13 @@ string_value!(
 
 impl Language {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
-        let invalid = || FieldError::new(field, "invalid_language", "must be a BCP 47 language tag such as en or pt-BR");
+        let invalid = || {
+            FieldError::new(
+                field,
+                "invalid_language",
+                "must be a BCP 47 language tag such as en or pt-BR",
+            )
+        };
         let tag = language_tags::LanguageTag::parse(raw.trim()).map_err(|_| invalid())?;
         tag.validate().map_err(|_| invalid())?;
         let canonical = tag.canonicalize().map_err(|_| invalid())?;
@@ -215,7 +237,9 @@ string_value!(
 impl AvatarUrl {
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let s = raw.trim();
-        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"));
         let host_ok = rest.is_some_and(|r| {
             let host = r.split(['/', '?', '#']).next().unwrap_or("");
             !host.is_empty() && !host.contains('@')
@@ -223,7 +247,11 @@ impl AvatarUrl {
         if host_ok && s.len() <= 2048 && !s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(FieldError::new(field, "invalid_url", "must be an absolute http or https URL"))
+            Err(FieldError::new(
+                field,
+                "invalid_url",
+                "must be an absolute http or https URL",
+            ))
         }
     }
 }
@@ -278,7 +306,9 @@ impl JsonObject {
                 "keys must be 1 to 64 characters",
             ));
         }
-        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&map)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > Self::MAX_BYTES {
             return Err(FieldError::new(
                 field,
@@ -313,7 +343,11 @@ impl SearchQuery {
             .map(|t| t.chars().take(64).collect::<String>().to_lowercase())
             .collect();
         if terms.is_empty() {
-            return Err(FieldError::new(field, "invalid_query", "must contain a letter or digit"));
+            return Err(FieldError::new(
+                field,
+                "invalid_query",
+                "must contain a letter or digit",
+            ));
         }
         if terms.len() > Self::MAX_TERMS {
             return Err(FieldError::new(
@@ -341,17 +375,31 @@ mod tests {
     fn emails() {
         assert!(Email::parse("email", " Alice@Example.COM ").is_ok());
         assert_eq!(
-            Email::parse("email", "Alice@Example.COM").unwrap().normalized(),
+            Email::parse("email", "Alice@Example.COM")
+                .unwrap()
+                .normalized(),
             "alice@example.com"
         );
-        for bad in ["", "a", "a@b", "@b.com", "a@.com", "a..b@c.com", "a b@c.com", "a@b_c.com"] {
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "@b.com",
+            "a@.com",
+            "a..b@c.com",
+            "a b@c.com",
+            "a@b_c.com",
+        ] {
             assert!(Email::parse("email", bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn languages_are_canonical() {
-        assert_eq!(Language::parse("language", "EN-gb").unwrap().as_str(), "en-GB");
+        assert_eq!(
+            Language::parse("language", "EN-gb").unwrap().as_str(),
+            "en-GB"
+        );
         assert!(Language::parse("language", "english please").is_err());
     }
 

@@ -17,7 +17,11 @@ use crate::config::Config;
 use crate::{app, keys, seed, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about = "Multi-tenant identity and user management server")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Multi-tenant identity and user management server"
+)]
 pub struct Cli {
     /// TOML configuration file (PORTCULLIS_* environment variables override it).
     #[arg(long, global = true, value_name = "FILE")]
@@ -143,8 +147,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Tenant(c) => tenant(store.as_ref(), c, cli.json).await,
                 Command::ApiKey(c) => api_key(store.as_ref(), c, cli.json).await,
-                Command::Dev(DevCommand::Seed { tenant, users, batch }) => {
-                    let report = seed::seed(store.as_ref(), &tenant, users, batch, !cli.json).await?;
+                Command::Dev(DevCommand::Seed {
+                    tenant,
+                    users,
+                    batch,
+                }) => {
+                    let report =
+                        seed::seed(store.as_ref(), &tenant, users, batch, !cli.json).await?;
                     print(
                         cli.json,
                         &json!({"inserted": report.inserted, "seconds": report.elapsed.as_secs_f64(), "per_second": report.rate()}),
@@ -214,12 +223,22 @@ async fn tenant(store: &dyn Store, c: TenantCommand, json: bool) -> anyhow::Resu
                 slug: TenantSlug::parse("--slug", &a.slug)?,
                 display_name: DisplayName::parse("--name", a.name.as_deref().unwrap_or(&a.slug))?,
                 plan,
-                max_users: a.max_users.map(|n| MaxUsers::parse("--max-users", n)).transpose()?,
+                max_users: a
+                    .max_users
+                    .map(|n| MaxUsers::parse("--max-users", n))
+                    .transpose()?,
                 trial_ends_at: None,
                 settings: JsonObject::default(),
             };
-            let t = store.create_tenant(new, &AuditContext::system()).await?;
-            print(json, &tenant_json(&t), &format!("created tenant {} ({})", t.slug, t.id));
+            let t = store
+                .create_tenant(new, &AuditContext::system())
+                .await
+                .with_context(|| format!("cannot create tenant {}", a.slug))?;
+            print(
+                json,
+                &tenant_json(&t),
+                &format!("created tenant {} ({})", t.slug, t.id),
+            );
         }
         TenantCommand::List => {
             let mut all = Vec::new();
@@ -239,12 +258,26 @@ async fn tenant(store: &dyn Store, c: TenantCommand, json: bool) -> anyhow::Resu
                 }
             }
             if json {
-                println!("{}", serde_json::Value::Array(all.iter().map(tenant_json).collect()));
+                println!(
+                    "{}",
+                    serde_json::Value::Array(all.iter().map(tenant_json).collect())
+                );
             } else {
-                println!("{:<38} {:<24} {:<10} {:<10} MAX_USERS", "ID", "SLUG", "STATUS", "PLAN");
+                println!(
+                    "{:<38} {:<24} {:<10} {:<10} MAX_USERS",
+                    "ID", "SLUG", "STATUS", "PLAN"
+                );
                 for t in &all {
-                    let max = t.max_users.map_or("unlimited".to_owned(), |n| n.to_string());
-                    println!("{:<38} {:<24} {:<10} {:<10} {max}", t.id.to_string(), t.slug, t.status, t.plan);
+                    let max = t
+                        .max_users
+                        .map_or("unlimited".to_owned(), |n| n.to_string());
+                    println!(
+                        "{:<38} {:<24} {:<10} {:<10} {max}",
+                        t.id.to_string(),
+                        t.slug,
+                        t.status,
+                        t.plan
+                    );
                 }
             }
         }
@@ -263,7 +296,8 @@ async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Res
             name,
             platform_admin,
         } => {
-            let (key, generated) = keys::create_api_key(store, &tenant, &name, platform_admin).await?;
+            let (key, generated) =
+                keys::create_api_key(store, &tenant, &name, platform_admin).await?;
             if json {
                 let mut v = key_json(&key);
                 if let Some(obj) = v.as_object_mut() {
@@ -281,23 +315,47 @@ async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Res
             }
         }
         ApiKeyCommand::List { tenant } => {
-            let t = store.get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?).await?;
+            let t = store
+                .get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?)
+                .await?;
             let list = store.list_api_keys(t.id).await?;
             if json {
-                println!("{}", serde_json::Value::Array(list.iter().map(key_json).collect()));
+                println!(
+                    "{}",
+                    serde_json::Value::Array(list.iter().map(key_json).collect())
+                );
             } else {
-                println!("{:<38} {:<12} {:<24} {:<8} REVOKED", "ID", "PREFIX", "NAME", "ADMIN");
+                println!(
+                    "{:<38} {:<12} {:<24} {:<8} REVOKED",
+                    "ID", "PREFIX", "NAME", "ADMIN"
+                );
                 for k in &list {
                     let revoked = k.revoked_at.map_or("-".to_owned(), |t| t.to_rfc3339());
-                    println!("{:<38} {:<12} {:<24} {:<8} {revoked}", k.id.to_string(), k.prefix, k.name, k.platform_admin);
+                    println!(
+                        "{:<38} {:<12} {:<24} {:<8} {revoked}",
+                        k.id.to_string(),
+                        k.prefix,
+                        k.name,
+                        k.platform_admin
+                    );
                 }
             }
         }
         ApiKeyCommand::Revoke { tenant, id } => {
-            let t = store.get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?).await?;
-            let id: ApiKeyId = id.parse().map_err(|_| anyhow::anyhow!("--id must be a UUID"))?;
-            let key = store.revoke_api_key(t.id, id, &AuditContext::system()).await?;
-            print(json, &key_json(&key), &format!("revoked API key {}", key.id));
+            let t = store
+                .get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?)
+                .await?;
+            let id: ApiKeyId = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--id must be a UUID"))?;
+            let key = store
+                .revoke_api_key(t.id, id, &AuditContext::system())
+                .await?;
+            print(
+                json,
+                &key_json(&key),
+                &format!("revoked API key {}", key.id),
+            );
         }
     }
     Ok(())

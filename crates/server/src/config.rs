@@ -65,7 +65,9 @@ impl Default for Config {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { max_connections: 16 }
+        Self {
+            max_connections: 16,
+        }
     }
 }
 
@@ -116,11 +118,19 @@ impl Config {
     }
 
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim().to_owned() + &location(text, e.span())))
+        toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.message().trim().to_owned() + &location(text, e.span())
+            )
+        })
     }
 
     /// Overlays `PORTCULLIS_*` variables.
-    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<()> {
         for (key, value) in vars {
             let Some(name) = key.strip_prefix("PORTCULLIS_") else {
                 continue;
@@ -131,7 +141,9 @@ impl Config {
             let bad = |what: &str| anyhow::anyhow!("environment variable {key}: {what}");
             match name {
                 "LISTEN" => {
-                    self.listen = value.parse().map_err(|_| bad("must be an address like 127.0.0.1:8080"))?
+                    self.listen = value
+                        .parse()
+                        .map_err(|_| bad("must be an address like 127.0.0.1:8080"))?
                 }
                 "DATA_DIR" => self.data_dir = PathBuf::from(value),
                 "DATABASE_URL" => self.database_url = Some(value).filter(|v| !v.is_empty()),
@@ -144,14 +156,19 @@ impl Config {
                 }
                 "LOG_LEVEL" => self.log_level = value,
                 "DATABASE_MAX_CONNECTIONS" => {
-                    self.database.max_connections = value.parse().map_err(|_| bad("must be a positive integer"))?
+                    self.database.max_connections = value
+                        .parse()
+                        .map_err(|_| bad("must be a positive integer"))?
                 }
                 "HTTP_MAX_BODY_BYTES" => {
-                    self.http.max_body_bytes = value.parse().map_err(|_| bad("must be a positive integer"))?
+                    self.http.max_body_bytes = value
+                        .parse()
+                        .map_err(|_| bad("must be a positive integer"))?
                 }
                 "HTTP_SHUTDOWN_GRACE_SECONDS" => {
-                    self.http.shutdown_grace_seconds =
-                        value.parse().map_err(|_| bad("must be a non-negative integer"))?
+                    self.http.shutdown_grace_seconds = value
+                        .parse()
+                        .map_err(|_| bad("must be a non-negative integer"))?
                 }
                 _ => bail!(
                     "unknown environment variable {key}; known: {}",
@@ -181,7 +198,10 @@ impl Config {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 Ok(DatabaseTarget::Postgres(url.to_owned()))
             }
-            Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            Some(url) => match url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
                 Some(path) if !path.is_empty() => Ok(DatabaseTarget::Sqlite(PathBuf::from(path))),
                 _ => bail!("database_url must start with postgres://, postgresql:// or sqlite://"),
             },
@@ -270,9 +290,15 @@ mod tests {
             DatabaseTarget::Sqlite(PathBuf::from("./data/portcullis.db"))
         );
         c.database_url = Some("postgres://u:secret@h:5432/db".into());
-        assert!(matches!(c.database_target().unwrap(), DatabaseTarget::Postgres(_)));
+        assert!(matches!(
+            c.database_target().unwrap(),
+            DatabaseTarget::Postgres(_)
+        ));
         let shown = c.redacted_toml().unwrap();
-        assert!(!shown.contains("secret") && shown.contains("u:****@h:5432/db"), "{shown}");
+        assert!(
+            !shown.contains("secret") && shown.contains("u:****@h:5432/db"),
+            "{shown}"
+        );
         c.database_url = Some("mysql://x".into());
         assert!(c.database_target().is_err());
     }

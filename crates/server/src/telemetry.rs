@@ -7,7 +7,11 @@ use crate::config::{Config, LogFormat};
 /// Installs the global subscriber. The CLI's one-shot commands log only warnings so that
 /// their stdout stays machine-readable.
 pub fn init(config: &Config, quiet: bool) {
-    let level = if quiet { "warn" } else { config.log_level.as_str() };
+    let level = if quiet {
+        "warn"
+    } else {
+        config.log_level.as_str()
+    };
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

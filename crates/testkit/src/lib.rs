@@ -115,11 +115,16 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 /// replaced by the test's own).
 pub async fn spawn_app_with(backend: Backend, config: Config) -> Option<TestApp> {
     let (store, guard) = fresh_store(backend).await?;
-    portcullis::app::prepare(store.as_ref()).await.expect("prepare");
-    let (_, admin) = portcullis::keys::create_api_key(store.as_ref(), "default", "test-admin", true)
+    portcullis::app::prepare(store.as_ref())
         .await
-        .expect("admin key");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        .expect("prepare");
+    let (_, admin) =
+        portcullis::keys::create_api_key(store.as_ref(), "default", "test-admin", true)
+            .await
+            .expect("admin key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let router = portcullis::app::router(store.clone(), &config);
     let (tx, rx) = oneshot::channel::<()>();
@@ -231,11 +236,13 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, key: &str, body: &Value) -> TestResponse {
-        self.send(Method::POST, path, Some(key), Some(body), &[]).await
+        self.send(Method::POST, path, Some(key), Some(body), &[])
+            .await
     }
 
     pub async fn patch(&self, path: &str, key: &str, body: &Value) -> TestResponse {
-        self.send(Method::PATCH, path, Some(key), Some(body), &[]).await
+        self.send(Method::PATCH, path, Some(key), Some(body), &[])
+            .await
     }
 
     pub async fn delete(&self, path: &str, key: &str) -> TestResponse {
@@ -244,7 +251,8 @@ impl TestApp {
 
     /// Creates a tenant through the API and a (non-admin) key for it; returns (id, key).
     pub async fn create_tenant(&self, slug: &str, extra: Value) -> (String, String) {
-        let mut body = serde_json::json!({"slug": slug, "display_name": slug, "plan": "enterprise"});
+        let mut body =
+            serde_json::json!({"slug": slug, "display_name": slug, "plan": "enterprise"});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }

@@ -1,6 +1,9 @@
 //! Credentials, tenants, tenant isolation and the operations endpoints over HTTP, on
 //! SQLite and PostgreSQL.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use portcullis_testkit::{backend_tests, TestApp};
@@ -29,13 +32,21 @@ async fn requests_without_valid_key_are_401(app: TestApp) {
         if let Some(a) = auth {
             headers.push(("authorization", a));
         }
-        let res = app.send(Method::GET, "/api/v1/users", None, None, &headers).await;
+        let res = app
+            .send(Method::GET, "/api/v1/users", None, None, &headers)
+            .await;
         res.assert_problem(401, "unauthorized");
         assert_eq!(res.header("www-authenticate"), Some("Bearer"), "{why}");
     }
     // Auth is checked before the body is looked at.
     let res = app
-        .send(Method::POST, "/api/v1/users", None, Some(&json!({"bogus": 1})), &[])
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            None,
+            Some(&json!({"bogus": 1})),
+            &[],
+        )
         .await;
     res.assert_problem(401, "unauthorized");
 }
@@ -44,12 +55,20 @@ async fn revoked_key_and_suspended_tenant_stop_working(app: TestApp) {
     let (tenant_id, key) = app.create_tenant("acme", json!({})).await;
     assert_eq!(app.get("/api/v1/users", &key).await.status, 200);
     // Suspend the tenant: its keys get 403; reactivate: they work again.
-    let res = app.delete(&format!("/api/v1/tenants/{tenant_id}"), &app.admin_key).await;
+    let res = app
+        .delete(&format!("/api/v1/tenants/{tenant_id}"), &app.admin_key)
+        .await;
     assert_eq!(res.status, 200, "{}", res.text);
     assert_eq!(res.body["status"], "suspended");
-    app.get("/api/v1/users", &key).await.assert_problem(403, "tenant_suspended");
+    app.get("/api/v1/users", &key)
+        .await
+        .assert_problem(403, "tenant_suspended");
     let res = app
-        .patch(&format!("/api/v1/tenants/{tenant_id}"), &app.admin_key, &json!({"status": "active"}))
+        .patch(
+            &format!("/api/v1/tenants/{tenant_id}"),
+            &app.admin_key,
+            &json!({"status": "active"}),
+        )
         .await;
     assert_eq!(res.status, 200);
     assert_eq!(app.get("/api/v1/users", &key).await.status, 200);
@@ -60,21 +79,33 @@ async fn revoked_key_and_suspended_tenant_stop_working(app: TestApp) {
         .revoke_api_key(tid, keys[0].id, &domain::audit::AuditContext::system())
         .await
         .unwrap();
-    app.get("/api/v1/users", &key).await.assert_problem(401, "unauthorized");
+    app.get("/api/v1/users", &key)
+        .await
+        .assert_problem(401, "unauthorized");
 }
 
 async fn tenant_management_needs_platform_admin(app: TestApp) {
     let (tenant_id, key) = app.create_tenant("tenant-a", json!({})).await;
-    app.get("/api/v1/tenants", &key).await.assert_problem(403, "platform_admin_required");
-    app.post("/api/v1/tenants", &key, &json!({"slug": "x1", "display_name": "X"}))
+    app.get("/api/v1/tenants", &key)
         .await
         .assert_problem(403, "platform_admin_required");
+    app.post(
+        "/api/v1/tenants",
+        &key,
+        &json!({"slug": "x1", "display_name": "X"}),
+    )
+    .await
+    .assert_problem(403, "platform_admin_required");
     app.get(&format!("/api/v1/tenants/{tenant_id}"), &key)
         .await
         .assert_problem(403, "platform_admin_required");
-    app.patch(&format!("/api/v1/tenants/{tenant_id}"), &key, &json!({"plan": "pro"}))
-        .await
-        .assert_problem(403, "platform_admin_required");
+    app.patch(
+        &format!("/api/v1/tenants/{tenant_id}"),
+        &key,
+        &json!({"plan": "pro"}),
+    )
+    .await
+    .assert_problem(403, "platform_admin_required");
     app.delete(&format!("/api/v1/tenants/{tenant_id}"), &key)
         .await
         .assert_problem(403, "platform_admin_required");
@@ -96,41 +127,72 @@ async fn tenant_crud_and_validation(app: TestApp) {
     assert_eq!(t["max_users"], 10000);
     assert_eq!(t["status"], "active");
     assert_eq!(t["settings"], json!({"theme": "dark"}));
-    assert_eq!(app.get(&format!("/api/v1/tenants/{id}"), &admin).await.body, t);
+    assert_eq!(
+        app.get(&format!("/api/v1/tenants/{id}"), &admin).await.body,
+        t
+    );
 
-    app.post("/api/v1/tenants", &admin, &json!({"slug": "globex", "display_name": "Again"}))
-        .await
-        .assert_problem(409, "slug_taken");
+    app.post(
+        "/api/v1/tenants",
+        &admin,
+        &json!({"slug": "globex", "display_name": "Again"}),
+    )
+    .await
+    .assert_problem(409, "slug_taken");
     let res = app
-        .post("/api/v1/tenants", &admin, &json!({"slug": "Bad Slug!", "display_name": "", "plan": "platinum"}))
+        .post(
+            "/api/v1/tenants",
+            &admin,
+            &json!({"slug": "Bad Slug!", "display_name": "", "plan": "platinum"}),
+        )
         .await;
     res.assert_problem(422, "validation_failed");
     assert_eq!(res.error_fields(), ["plan"]);
     let res = app
-        .post("/api/v1/tenants", &admin, &json!({"slug": "Bad Slug!", "display_name": "", "max_users": 0}))
+        .post(
+            "/api/v1/tenants",
+            &admin,
+            &json!({"slug": "Bad Slug!", "display_name": "", "max_users": 0}),
+        )
         .await;
     let mut fields = res.error_fields();
     fields.sort();
     assert_eq!(fields, ["display_name", "max_users", "slug"]);
 
     // Changing plan moves the quota to the plan's default unless one is named.
-    let res = app.patch(&format!("/api/v1/tenants/{id}"), &admin, &json!({"plan": "enterprise"})).await;
+    let res = app
+        .patch(
+            &format!("/api/v1/tenants/{id}"),
+            &admin,
+            &json!({"plan": "enterprise"}),
+        )
+        .await;
     assert!(res.body["max_users"].is_null(), "{}", res.text);
     let res = app
-        .patch(&format!("/api/v1/tenants/{id}"), &admin, &json!({"plan": "free", "max_users": 5, "trial_ends_at": null}))
+        .patch(
+            &format!("/api/v1/tenants/{id}"),
+            &admin,
+            &json!({"plan": "free", "max_users": 5, "trial_ends_at": null}),
+        )
         .await;
     assert_eq!(res.body["max_users"], 5);
     assert!(res.body["trial_ends_at"].is_null());
     assert_eq!(res.body["slug"], "globex");
-    app.patch(&format!("/api/v1/tenants/{id}"), &admin, &json!({"slug": "renamed"}))
-        .await
-        .assert_problem(422, "validation_failed");
+    app.patch(
+        &format!("/api/v1/tenants/{id}"),
+        &admin,
+        &json!({"slug": "renamed"}),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
 
     // Listing, paged, newest first; the default tenant exists from first start.
     let page = app.get("/api/v1/tenants?limit=1", &admin).await;
     assert_eq!(page.body["items"][0]["slug"], "globex");
     let cursor = page.body["next_cursor"].as_str().unwrap();
-    let page2 = app.get(&format!("/api/v1/tenants?limit=1&cursor={cursor}"), &admin).await;
+    let page2 = app
+        .get(&format!("/api/v1/tenants?limit=1&cursor={cursor}"), &admin)
+        .await;
     assert_eq!(page2.body["items"][0]["slug"], "default");
     let suspended = app.get("/api/v1/tenants?status=suspended", &admin).await;
     assert!(suspended.body["items"].as_array().unwrap().is_empty());
@@ -146,45 +208,89 @@ async fn tenant_crud_and_validation(app: TestApp) {
 
     // Tenant changes are audited in the tenant's trail.
     let (_, globex_key) = {
-        let (_, k) = portcullis::keys::create_api_key(app.store.as_ref(), "globex", "k", false).await.unwrap();
+        let (_, k) = portcullis::keys::create_api_key(app.store.as_ref(), "globex", "k", false)
+            .await
+            .unwrap();
         ((), k.expose().to_owned())
     };
-    let trail = app.get("/api/v1/audit-events?entity_type=tenant", &globex_key).await;
-    let actions: Vec<&str> = trail.body["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let trail = app
+        .get("/api/v1/audit-events?entity_type=tenant", &globex_key)
+        .await;
+    let actions: Vec<&str> = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     assert_eq!(actions, ["tenant.update", "tenant.update", "tenant.create"]);
 }
 
 async fn tenant_isolation(app: TestApp) {
     let (_, key_a) = app.create_tenant("tenant-a", json!({})).await;
     let (_, key_b) = app.create_tenant("tenant-b", json!({})).await;
-    let b_user = app.create_user(&key_b, json!({"email": "secret@b.com", "full_name": "B Secret", "department": "X"})).await;
+    let b_user = app
+        .create_user(
+            &key_b,
+            json!({"email": "secret@b.com", "full_name": "B Secret", "department": "X"}),
+        )
+        .await;
     let b_id = b_user["id"].as_str().unwrap();
-    let a_user = app.create_user(&key_a, json!({"email": "a@a.com", "full_name": "A"})).await;
+    let a_user = app
+        .create_user(&key_a, json!({"email": "a@a.com", "full_name": "A"}))
+        .await;
     let a_id = a_user["id"].as_str().unwrap();
     let path = format!("/api/v1/users/{b_id}");
 
-    app.get(&path, &key_a).await.assert_problem(404, "not_found");
-    app.patch(&path, &key_a, &json!({"full_name": "pwned"})).await.assert_problem(404, "not_found");
-    app.delete(&path, &key_a).await.assert_problem(404, "not_found");
-    app.send(Method::POST, &format!("{path}/restore"), Some(&key_a), None, &[])
+    app.get(&path, &key_a)
         .await
         .assert_problem(404, "not_found");
+    app.patch(&path, &key_a, &json!({"full_name": "pwned"}))
+        .await
+        .assert_problem(404, "not_found");
+    app.delete(&path, &key_a)
+        .await
+        .assert_problem(404, "not_found");
+    app.send(
+        Method::POST,
+        &format!("{path}/restore"),
+        Some(&key_a),
+        None,
+        &[],
+    )
+    .await
+    .assert_problem(404, "not_found");
     // Listing and searching never show B's users, whatever the filters.
-    for q in ["", "?q=secret", "?department=X", "?deleted=include", &format!("?manager_id={b_id}")] {
+    for q in [
+        "",
+        "?q=secret",
+        "?department=X",
+        "?deleted=include",
+        &format!("?manager_id={b_id}"),
+    ] {
         let res = app.get(&format!("/api/v1/users{q}"), &key_a).await;
         assert!(!res.text.contains(b_id), "{q}: {}", res.text);
     }
     // B's user cannot become A's user's manager.
-    let res = app.patch(&format!("/api/v1/users/{a_id}"), &key_a, &json!({"manager_id": b_id})).await;
+    let res = app
+        .patch(
+            &format!("/api/v1/users/{a_id}"),
+            &key_a,
+            &json!({"manager_id": b_id}),
+        )
+        .await;
     res.assert_problem(422, "validation_failed");
     // B's audit trail is invisible to A.
-    let res = app.get(&format!("/api/v1/audit-events?entity_id={b_id}"), &key_a).await;
+    let res = app
+        .get(&format!("/api/v1/audit-events?entity_id={b_id}"), &key_a)
+        .await;
     assert!(res.body["items"].as_array().unwrap().is_empty());
     // And B's user is untouched.
     let res = app.get(&path, &key_b).await;
     assert_eq!(res.body, b_user);
     // A tenant key cannot even see A's tenant record through the tenants API.
-    app.get("/api/v1/tenants", &key_a).await.assert_problem(403, "platform_admin_required");
+    app.get("/api/v1/tenants", &key_a)
+        .await
+        .assert_problem(403, "platform_admin_required");
 }
 
 async fn operations_endpoints(app: TestApp) {
@@ -195,9 +301,25 @@ async fn operations_endpoints(app: TestApp) {
     assert_eq!(res.status, 200);
     // A request id is generated when absent, echoed when acceptable, replaced when not.
     assert!(res.header("x-request-id").is_some_and(|v| v.len() >= 32));
-    let res = app.send(Method::GET, "/healthz", None, None, &[("x-request-id", "abc-123")]).await;
+    let res = app
+        .send(
+            Method::GET,
+            "/healthz",
+            None,
+            None,
+            &[("x-request-id", "abc-123")],
+        )
+        .await;
     assert_eq!(res.header("x-request-id"), Some("abc-123"));
-    let res = app.send(Method::GET, "/healthz", None, None, &[("x-request-id", "bad id\twith tab")]).await;
+    let res = app
+        .send(
+            Method::GET,
+            "/healthz",
+            None,
+            None,
+            &[("x-request-id", "bad id\twith tab")],
+        )
+        .await;
     assert_ne!(res.header("x-request-id"), Some("bad id\twith tab"));
 
     app.get("/api/v1/users", &app.admin_key).await;
@@ -205,15 +327,34 @@ async fn operations_endpoints(app: TestApp) {
     let res = app.send(Method::GET, "/metrics", None, None, &[]).await;
     assert_eq!(res.status, 200);
     assert!(
-        res.text.contains(r#"portcullis_http_requests_total{method="GET",route="/api/v1/users",status="200"} 1"#),
+        res.text.contains(
+            r#"portcullis_http_requests_total{method="GET",route="/api/v1/users",status="200"} 1"#
+        ),
         "{}",
         res.text
     );
-    assert!(res.text.contains(r#"route="/api/v1/users/{id}",status="400""#), "{}", res.text);
-    assert!(res.text.contains("portcullis_http_request_duration_seconds_bucket"), "{}", res.text);
-    assert!(res.text.contains(r#"portcullis_db_pool_connections{state="max"}"#), "{}", res.text);
+    assert!(
+        res.text
+            .contains(r#"route="/api/v1/users/{id}",status="400""#),
+        "{}",
+        res.text
+    );
+    assert!(
+        res.text
+            .contains("portcullis_http_request_duration_seconds_bucket"),
+        "{}",
+        res.text
+    );
+    assert!(
+        res.text
+            .contains(r#"portcullis_db_pool_connections{state="max"}"#),
+        "{}",
+        res.text
+    );
 
-    let res = app.send(Method::GET, "/openapi.json", None, None, &[]).await;
+    let res = app
+        .send(Method::GET, "/openapi.json", None, None, &[])
+        .await;
     assert_eq!(res.status, 200);
     assert_eq!(res.body["openapi"], "3.1.0");
     assert!(res.body["paths"]["/api/v1/users"]["get"].is_object());
