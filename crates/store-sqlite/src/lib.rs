@@ -21,13 +21,10 @@ use domain::audit::{actions, AuditContext, AuditEvent, AuditQuery, EntityRef};
 use domain::ids::{ApiKeyId, AuditEventId, TenantId, UserId};
 use domain::page::{encode_cursor, Page};
 use domain::store::PoolStats;
-use domain::tenants::{
-    NewTenant, Tenant, TenantListQuery, TenantPatch, TenantSlug, TenantStatus,
-};
+use domain::tenants::{NewTenant, Tenant, TenantListQuery, TenantPatch, TenantSlug, TenantStatus};
 use domain::time::{now, to_micros};
 use domain::users::{
-    DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch,
-    UserSortField,
+    DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
 };
 use domain::{Error, Store};
 use serde_json::json;
@@ -48,9 +45,12 @@ const READERS: u32 = 4;
 /// How long a request waits for a pooled connection before the store reports itself
 /// unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rows per multi-row INSERT when seeding: 25 columns each, well under SQLite's limit of
-/// 32,766 bound parameters per statement.
-const SEED_ROWS_PER_STATEMENT: usize = 500;
+/// Columns of a user row as written (see `USER_INSERT_COLS`).
+const USER_INSERT_COLUMNS: usize = 24;
+/// Rows per multi-row INSERT when seeding: as many as SQLite's limit of 32,766 bound
+/// parameters per statement allows.
+const SEED_ROWS_PER_STATEMENT: usize = 32_766 / USER_INSERT_COLUMNS;
+const _: () = assert!(SEED_ROWS_PER_STATEMENT * USER_INSERT_COLUMNS <= 32_766);
 
 /// The SQLite store. Cheap to clone: the pools are shared.
 #[derive(Debug, Clone)]
@@ -214,14 +214,13 @@ async fn check_manager_exists(
     tenant: TenantId,
     manager: UserId,
 ) -> Result<()> {
-    let live = sqlx::query(
-        "SELECT 1 FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
-    )
-    .bind(tenant.into_uuid())
-    .bind(manager.into_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
+    let live =
+        sqlx::query("SELECT 1 FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL")
+            .bind(tenant.into_uuid())
+            .bind(manager.into_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
     match live {
         Some(_) => Ok(()),
         None => Err(unknown_manager()),
@@ -254,15 +253,22 @@ async fn manager_chain_reaches(
     row.try_get::<bool, _>("reaches").map_err(db_err)
 }
 
-const USER_INSERT: &str = "INSERT INTO users (id, tenant_id, email, email_lower, username, \
+/// The columns a user row is written with.
+const USER_INSERT_COLS: &str = "id, tenant_id, email, email_lower, username, \
      username_lower, full_name, name_sort, phone, department, job_title, employee_id, \
      manager_id, cost_center, clearance_level, language, avatar_url, custom_attributes, \
-     status, last_login_at, created_at, updated_at, deleted_at, version) ";
+     status, last_login_at, created_at, updated_at, deleted_at, version";
 
 /// Inserts `users` into `tenant` (whatever their `tenant_id` says) with one multi-row
-/// statement.
-async fn insert_users(conn: &mut SqliteConnection, tenant: TenantId, users: &[User]) -> Result<u64> {
-    let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(USER_INSERT);
+/// statement, into `table`: `users`, or the staging table of `seed_users`.
+async fn insert_users(
+    conn: &mut SqliteConnection,
+    table: &str,
+    tenant: TenantId,
+    users: &[User],
+) -> Result<u64> {
+    let mut qb: QueryBuilder<'_, Sqlite> =
+        QueryBuilder::new(format!("INSERT INTO {table} ({USER_INSERT_COLS}) "));
     qb.push_values(users, |mut b, u| {
         b.push_bind(u.id.into_uuid())
             .push_bind(tenant.into_uuid())
@@ -372,8 +378,16 @@ fn user_list_sql(
     tenant: TenantId,
     q: &UserListQuery,
 ) -> Result<QueryBuilder<'static, Sqlite>> {
+    // Deleted users are usually few: find them through their own partial index (and sort
+    // them) rather than walk the whole tenant in sort order. A search starts from the
+    // full-text index instead.
+    let index = if q.deleted == DeletedFilter::Only && q.q.is_none() {
+        " INDEXED BY users_deleted"
+    } else {
+        ""
+    };
     let mut qb: QueryBuilder<'static, Sqlite> = QueryBuilder::new(format!(
-        "{prefix}SELECT {USER_COLS} FROM users WHERE tenant_id = "
+        "{prefix}SELECT {USER_COLS} FROM users{index} WHERE tenant_id = "
     ));
     qb.push_bind(tenant.into_uuid());
     match q.deleted {
@@ -543,7 +557,10 @@ impl Store for SqliteStore {
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit.get()) + 1);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(db_err)?;
-        let items = rows.iter().map(tenant_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(tenant_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let (items, more) = split_page(items, q.limit.get());
         let next_cursor = match items.last() {
             Some(last) if more => Some(encode_cursor(&last.id)),
@@ -734,7 +751,7 @@ impl Store for SqliteStore {
         if let Some(m) = user.manager_id {
             check_manager_exists(&mut tx, tenant, m).await?;
         }
-        insert_users(&mut tx, tenant, std::slice::from_ref(&user)).await?;
+        insert_users(&mut tx, "users", tenant, std::slice::from_ref(&user)).await?;
         let ev = AuditEvent::record(
             ctx,
             tenant,
@@ -757,10 +774,35 @@ impl Store for SqliteStore {
         let now = now();
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         load_tenant(&mut tx, tenant).await?;
-        let mut inserted = 0;
+        // Stage the rows in a bare temporary table, then move them in one statement: the
+        // full-text index flushes its pending terms at every statement, so one statement
+        // writes one segment instead of one per chunk.
+        sqlx::query(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS seed_staging AS SELECT {USER_INSERT_COLS} \
+             FROM main.users WHERE 0"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query("DELETE FROM temp.seed_staging")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         for chunk in users.chunks(SEED_ROWS_PER_STATEMENT) {
-            inserted += insert_users(&mut tx, tenant, chunk).await?;
+            insert_users(&mut tx, "temp.seed_staging", tenant, chunk).await?;
         }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO main.users ({USER_INSERT_COLS}) SELECT {USER_INSERT_COLS} \
+             FROM temp.seed_staging ORDER BY rowid"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(write_err)?
+        .rows_affected();
+        sqlx::query("DELETE FROM temp.seed_staging")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         let ev = AuditEvent::record(
             ctx,
             tenant,
@@ -940,7 +982,10 @@ impl Store for SqliteStore {
         qb.push(" ORDER BY id DESC LIMIT ")
             .push_bind(i64::from(q.limit.get()) + 1);
         let rows = qb.build().fetch_all(&self.reader).await.map_err(db_err)?;
-        let items = rows.iter().map(audit_from_row).collect::<Result<Vec<_>>>()?;
+        let items = rows
+            .iter()
+            .map(audit_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let (items, more) = split_page(items, q.limit.get());
         let next_cursor = match items.last() {
             Some(last) if more => Some(encode_cursor::<AuditEventId>(&last.id)),

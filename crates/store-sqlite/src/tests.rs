@@ -15,7 +15,9 @@ use super::*;
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("test.db")).await.unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db"))
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     (dir, store)
 }
@@ -29,7 +31,10 @@ async fn tenant(store: &SqliteStore, slug: &str) -> Tenant {
         trial_ends_at: None,
         settings: JsonObject::default(),
     };
-    store.create_tenant(new, &AuditContext::system()).await.unwrap()
+    store
+        .create_tenant(new, &AuditContext::system())
+        .await
+        .unwrap()
 }
 
 /// `n` users of `tenant` with varied names, departments and sign-in times.
@@ -64,6 +69,11 @@ fn users(tenant: TenantId, n: usize) -> Vec<User> {
             }
         })
         .collect()
+}
+
+#[test]
+fn seed_statements_stay_within_the_parameter_limit() {
+    assert_eq!(USER_INSERT_COLS.split(',').count(), USER_INSERT_COLUMNS);
 }
 
 #[tokio::test]
@@ -108,7 +118,7 @@ async fn active_user_counter_follows_deletes_and_restores() {
     let ids: Vec<UserId> = seeded.iter().map(|u| u.id).collect();
     store.seed_users(t.id, seeded, &ctx).await.unwrap();
     let active = || async {
-        let (_, n) = load_tenant(&mut *store.writer.acquire().await.unwrap(), t.id)
+        let (_, n) = load_tenant(&mut store.writer.acquire().await.unwrap(), t.id)
             .await
             .unwrap();
         n
@@ -137,8 +147,14 @@ async fn every_sort_order_walks_its_index() {
     let a = tenant(&store, "acme").await;
     let b = tenant(&store, "globex").await;
     let ctx = AuditContext::system();
-    store.seed_users(a.id, users(a.id, 3000), &ctx).await.unwrap();
-    store.seed_users(b.id, users(b.id, 500), &ctx).await.unwrap();
+    store
+        .seed_users(a.id, users(a.id, 3000), &ctx)
+        .await
+        .unwrap();
+    store
+        .seed_users(b.id, users(b.id, 500), &ctx)
+        .await
+        .unwrap();
     let sample = store
         .list_users(a.id, &UserListQuery::default())
         .await
@@ -190,6 +206,33 @@ async fn every_sort_order_walks_its_index() {
             }
         }
     }
+    // Deleted users come from their partial index, sorted unless by creation.
+    for field in UserSortField::ALL {
+        for descending in [false, true] {
+            let sort = UserSort {
+                field: *field,
+                descending,
+            };
+            for cursor in [None, Some(UserCursor::after(&sample, sort))] {
+                let q = UserListQuery {
+                    sort,
+                    after: cursor,
+                    deleted: DeletedFilter::Only,
+                    ..Default::default()
+                };
+                let p = plan(&store, a.id, &q).await;
+                report.push_str(&format!(
+                    "deleted=only sort={field} desc={descending}: {p}\n"
+                ));
+                assert!(p.contains("USING INDEX users_deleted (tenant_id=?"), "{p}");
+                assert_eq!(
+                    p.contains("TEMP B-TREE"),
+                    *field != UserSortField::Created,
+                    "{p}"
+                );
+            }
+        }
+    }
     // Search and filters: print the plans for the report.
     let filtered = [
         UserListQuery {
@@ -225,7 +268,10 @@ async fn search_uses_the_full_text_index() {
     let (_dir, store) = open().await;
     let a = tenant(&store, "acme").await;
     let ctx = AuditContext::system();
-    store.seed_users(a.id, users(a.id, 300), &ctx).await.unwrap();
+    store
+        .seed_users(a.id, users(a.id, 300), &ctx)
+        .await
+        .unwrap();
     let q = UserListQuery {
         q: Some(SearchQuery::parse("q", "gra person1").unwrap()),
         limit: PageSize::new(Some(200)).unwrap(),
@@ -276,4 +322,168 @@ async fn seed_users_is_fast() {
         .await
         .unwrap();
     assert_eq!(n, total as i64);
+}
+
+/// A tenant of a million users (or `PORTCULLIS_SCALE_USERS`) in batches of 10,000: how fast
+/// seeding is and how long the first and a later page take in every sort order. By hand:
+/// `cargo test -p portcullis-store-sqlite --release -- --ignored --nocapture scale`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn scale() {
+    let total: usize = std::env::var("PORTCULLIS_SCALE_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let (_dir, store) = open().await;
+    let a = tenant(&store, "acme").await;
+    let b = tenant(&store, "globex").await;
+    let ctx = AuditContext::system();
+    store
+        .seed_users(b.id, users(b.id, 10_000), &ctx)
+        .await
+        .unwrap();
+
+    // Experiments: statements run on the writer first, e.g. `PRAGMA cache_size = -262144`
+    // or `DROP INDEX users_by_name`, separated by ';'.
+    if let Ok(sql) = std::env::var("PORTCULLIS_SCALE_SQL") {
+        for stmt in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            sqlx::query(stmt).execute(&store.writer).await.unwrap();
+        }
+    }
+    let batch = 10_000;
+    let start = Instant::now();
+    let mut lap = Instant::now();
+    for n in 0..total / batch {
+        if n > 0 && n % 10 == 0 {
+            eprintln!(
+                "{} users: last 100k at {:.0} rows/s",
+                n * batch,
+                100_000.0 / lap.elapsed().as_secs_f64()
+            );
+            lap = Instant::now();
+        }
+        let us: Vec<User> = users(a.id, batch)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut u)| {
+                // Random-looking emails, as real ones are.
+                let k = (n * batch + i) as u64;
+                let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+                u.email = format!("{h:012x}.{k}@example.com");
+                u.username = u.username.map(|_| format!("u{k}"));
+                u.full_name = format!("{} {h:x}", u.full_name);
+                u
+            })
+            .collect();
+        store.seed_users(a.id, us, &ctx).await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "seeded {total} users in {secs:.1}s: {:.0} rows/s",
+        total as f64 / secs
+    );
+
+    for field in UserSortField::ALL {
+        for descending in [false, true] {
+            let sort = UserSort {
+                field: *field,
+                descending,
+            };
+            let mut q = UserListQuery {
+                sort,
+                limit: PageSize::new(Some(50)).unwrap(),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            let first = store.list_users(a.id, &q).await.unwrap();
+            let first_ms = t.elapsed().as_secs_f64() * 1e3;
+            // Ten pages on.
+            let mut deep_ms = 0.0;
+            for _ in 0..10 {
+                let page = store.list_users(a.id, &q).await.unwrap();
+                q.after = page
+                    .next_cursor
+                    .map(|c| UserCursor::decode(&c, sort).unwrap());
+                let t = Instant::now();
+                store.list_users(a.id, &q).await.unwrap();
+                deep_ms = t.elapsed().as_secs_f64() * 1e3;
+            }
+            assert_eq!(first.items.len(), 50);
+            eprintln!("sort {field} desc={descending}: first page {first_ms:.1} ms, later page {deep_ms:.1} ms");
+        }
+    }
+    for (label, q) in [
+        (
+            "search 'grace 1a'",
+            UserListQuery {
+                q: Some(SearchQuery::parse("q", "grace 1a").unwrap()),
+                ..Default::default()
+            },
+        ),
+        (
+            "search 'ada'",
+            UserListQuery {
+                q: Some(SearchQuery::parse("q", "ada").unwrap()),
+                ..Default::default()
+            },
+        ),
+        (
+            "department=Eng, sort=name",
+            UserListQuery {
+                department: Some("Eng".into()),
+                sort: UserSort {
+                    field: UserSortField::Name,
+                    descending: false,
+                },
+                ..Default::default()
+            },
+        ),
+        (
+            "status=blocked",
+            UserListQuery {
+                status: Some(UserStatus::Blocked),
+                ..Default::default()
+            },
+        ),
+        (
+            "deleted=only",
+            UserListQuery {
+                deleted: DeletedFilter::Only,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let t = Instant::now();
+        let page = store.list_users(a.id, &q).await.unwrap();
+        eprintln!(
+            "{label}: {} items in {:.1} ms",
+            page.items.len(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let t = Instant::now();
+    store
+        .create_user(
+            a.id,
+            NewUser {
+                email: domain::values::Email::parse("email", "new@example.com").unwrap(),
+                username: None,
+                full_name: DisplayName::parse("full_name", "New Person").unwrap(),
+                phone: None,
+                department: None,
+                job_title: None,
+                employee_id: None,
+                manager_id: None,
+                cost_center: None,
+                clearance_level: None,
+                language: None,
+                avatar_url: None,
+                custom_attributes: JsonObject::default(),
+                status: UserStatus::Active,
+            },
+            &ctx,
+        )
+        .await
+        .unwrap();
+    eprintln!("create_user: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }
