@@ -39,7 +39,9 @@ CREATE INDEX api_keys_tenant_id_idx ON api_keys (tenant_id, id);
 
 CREATE TABLE users (
     id                uuid        PRIMARY KEY,
-    tenant_id         uuid        NOT NULL REFERENCES tenants (id),
+    -- No foreign key: the store checks the tenant, and a key would cost a lookup and a
+    -- share lock on the (hot) tenant row for every inserted user.
+    tenant_id         uuid        NOT NULL,
     email             text        NOT NULL,
     -- User::email_normalized(): uniqueness and sort=email (bytewise).
     email_lower       text        COLLATE "C" NOT NULL,
@@ -49,10 +51,12 @@ CREATE TABLE users (
     full_name         text        NOT NULL,
     -- User::name_sort_key(): sort=name (bytewise).
     name_sort         text        COLLATE "C" NOT NULL,
-    -- The words (maximal runs of letters and digits, lower-cased by the application) of
-    -- full_name, username and email, as a tsvector; searched with prefix tsqueries. The
-    -- words are split and lower-cased in Rust so that matching does not depend on the
-    -- database's locale and agrees with the SQLite backend.
+    -- Search lexemes, computed by the application from the words (maximal runs of letters
+    -- and digits, lower-cased) of full_name, username and email: every prefix of each word
+    -- up to 10 characters, and each longer word in full. A search term of up to 10
+    -- characters is then one exact lexeme, a longer one a prefix match ('term':*) that
+    -- only long words can satisfy. Built with array_to_tsvector (no text-search parser),
+    -- so matching does not depend on the database's locale.
     search            tsvector    NOT NULL,
     phone             text        NULL,
     department        text        NULL,

@@ -66,7 +66,10 @@ impl PgStore {
         Ok(key)
     }
 
-    pub(crate) async fn authenticate_api_key_impl(&self, hash: &KeyHash) -> Result<Option<ApiKeyAuth>> {
+    pub(crate) async fn authenticate_api_key_impl(
+        &self,
+        hash: &KeyHash,
+    ) -> Result<Option<ApiKeyAuth>> {
         let row = sqlx::query(
             "SELECT k.id, k.tenant_id, k.name, k.prefix, k.platform_admin, k.created_at, \
              k.revoked_at, t.status AS tenant_status \
@@ -91,7 +94,8 @@ impl PgStore {
     }
 
     pub(crate) async fn list_api_keys_impl(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id DESC");
+        let sql =
+            format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id DESC");
         sqlx::query(&sql)
             .bind(tenant.into_uuid())
             .fetch_all(&self.pool)

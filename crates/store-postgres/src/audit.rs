@@ -3,35 +3,43 @@
 use domain::audit::{AuditEvent, AuditQuery};
 use domain::page::encode_cursor;
 use domain::{Page, Result, TenantId};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::error::db;
 use crate::rows::{self, AUDIT_COLUMNS};
 use crate::PgStore;
 
+/// Binds the 13 values of `ev` in column order: id, tenant_id, occurred_at, actor_type,
+/// actor_id, action, entity_type, entity_id, before, after, ip, user_agent, request_id.
+pub(crate) fn bind_event<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    ev: &'q AuditEvent,
+) -> Query<'q, Postgres, PgArguments> {
+    q.bind(ev.id.into_uuid())
+        .bind(ev.tenant_id.into_uuid())
+        .bind(ev.occurred_at)
+        .bind(ev.actor_type.as_str())
+        .bind(ev.actor_id)
+        .bind(&ev.action)
+        .bind(&ev.entity_type)
+        .bind(ev.entity_id)
+        .bind(ev.before.as_ref())
+        .bind(ev.after.as_ref())
+        .bind(ev.ip.as_deref())
+        .bind(ev.user_agent.as_deref())
+        .bind(ev.request_id.as_deref())
+}
+
 /// Appends `ev` in the caller's transaction.
 pub(crate) async fn insert(conn: &mut PgConnection, ev: &AuditEvent) -> Result<()> {
-    sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
          entity_type, entity_id, before, after, ip, user_agent, request_id) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(ev.id.into_uuid())
-    .bind(ev.tenant_id.into_uuid())
-    .bind(ev.occurred_at)
-    .bind(ev.actor_type.as_str())
-    .bind(ev.actor_id)
-    .bind(&ev.action)
-    .bind(&ev.entity_type)
-    .bind(ev.entity_id)
-    .bind(ev.before.as_ref())
-    .bind(ev.after.as_ref())
-    .bind(ev.ip.as_deref())
-    .bind(ev.user_agent.as_deref())
-    .bind(ev.request_id.as_deref())
-    .execute(conn)
-    .await
-    .map_err(db)?;
+    );
+    bind_event(q, ev).execute(conn).await.map_err(db)?;
     Ok(())
 }
 
@@ -70,14 +78,18 @@ impl PgStore {
         if let Some(v) = q.before_id {
             qb.push(" AND id < ").push_bind(v.into_uuid());
         }
-        qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit as i64 + 1);
         let fetched = qb
             .build()
             .persistent(false)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        let mut items = fetched.iter().map(rows::audit_event).collect::<Result<Vec<_>>>()?;
+        let mut items = fetched
+            .iter()
+            .map(rows::audit_event)
+            .collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|e| encode_cursor(&e.id))

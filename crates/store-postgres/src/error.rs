@@ -44,7 +44,11 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
         if d.is_unique_violation() {
             match constraint {
                 "tenants_slug_key" => {
-                    return conflict("slug_taken", Some("slug"), "a tenant with this slug already exists")
+                    return conflict(
+                        "slug_taken",
+                        Some("slug"),
+                        "a tenant with this slug already exists",
+                    )
                 }
                 "users_tenant_email_key" => {
                     return conflict(
@@ -63,9 +67,7 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
                 _ => {}
             }
         }
-        if d.is_foreign_key_violation()
-            && matches!(constraint, "users_tenant_id_fkey" | "api_keys_tenant_id_fkey")
-        {
+        if d.is_foreign_key_violation() && constraint == "api_keys_tenant_id_fkey" {
             return Error::NotFound { entity: "tenant" };
         }
     }

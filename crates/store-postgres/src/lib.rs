@@ -35,7 +35,8 @@ pub struct PgStore {
 }
 
 fn options(url: &str) -> Result<PgConnectOptions> {
-    PgConnectOptions::from_str(url).map_err(|e| Error::internal(format!("invalid database URL: {e}")))
+    PgConnectOptions::from_str(url)
+        .map_err(|e| Error::internal(format!("invalid database URL: {e}")))
 }
 
 /// Settings of every pooled connection. JIT compilation only ever costs latency for the
@@ -81,7 +82,11 @@ impl PgStore {
     /// Like [`PgStore::connect`], but every connection works in `schema` (created when
     /// missing), so that several independent stores (e.g. one per test) share a database.
     /// The migrations, including sqlx's bookkeeping table, live in that schema too.
-    pub async fn connect_in_schema(url: &str, schema: &str, max_connections: u32) -> Result<PgStore> {
+    pub async fn connect_in_schema(
+        url: &str,
+        schema: &str,
+        max_connections: u32,
+    ) -> Result<PgStore> {
         valid_schema(schema)?;
         let base = options(url)?;
         let mut conn = base.connect().await.map_err(error::db)?;
@@ -197,7 +202,8 @@ impl Store for PgStore {
         prefix: &str,
         ctx: &AuditContext,
     ) -> Result<ApiKey> {
-        self.create_api_key_impl(tenant, new, hash, prefix, ctx).await
+        self.create_api_key_impl(tenant, new, hash, prefix, ctx)
+            .await
     }
 
     async fn authenticate_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyAuth>> {
@@ -217,7 +223,12 @@ impl Store for PgStore {
         self.revoke_api_key_impl(tenant, id, ctx).await
     }
 
-    async fn create_user(&self, tenant: TenantId, new: NewUser, ctx: &AuditContext) -> Result<User> {
+    async fn create_user(
+        &self,
+        tenant: TenantId,
+        new: NewUser,
+        ctx: &AuditContext,
+    ) -> Result<User> {
         self.create_user_impl(tenant, new, ctx).await
     }
 
@@ -246,7 +257,8 @@ impl Store for PgStore {
         expected_version: Option<i64>,
         ctx: &AuditContext,
     ) -> Result<User> {
-        self.update_user_impl(tenant, id, patch, expected_version, ctx).await
+        self.update_user_impl(tenant, id, patch, expected_version, ctx)
+            .await
     }
 
     async fn delete_user(
@@ -256,14 +268,19 @@ impl Store for PgStore {
         expected_version: Option<i64>,
         ctx: &AuditContext,
     ) -> Result<User> {
-        self.delete_user_impl(tenant, id, expected_version, ctx).await
+        self.delete_user_impl(tenant, id, expected_version, ctx)
+            .await
     }
 
     async fn restore_user(&self, tenant: TenantId, id: UserId, ctx: &AuditContext) -> Result<User> {
         self.restore_user_impl(tenant, id, ctx).await
     }
 
-    async fn list_audit_events(&self, tenant: TenantId, q: &AuditQuery) -> Result<Page<AuditEvent>> {
+    async fn list_audit_events(
+        &self,
+        tenant: TenantId,
+        q: &AuditQuery,
+    ) -> Result<Page<AuditEvent>> {
         self.list_audit_events_impl(tenant, q).await
     }
 }

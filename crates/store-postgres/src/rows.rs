@@ -117,26 +117,67 @@ pub(crate) fn audit_event(row: &PgRow) -> Result<AuditEvent> {
     })
 }
 
-/// The words of a user that search matches: maximal runs of letters and digits of the full
-/// name, username and email, lower-cased, separated by spaces. Split and folded here rather
-/// than in SQL so that the result does not depend on the database's locale; the query
-/// terms (`SearchQuery`) are split and folded the same way.
-pub(crate) fn search_text(u: &User) -> String {
-    let mut out = String::with_capacity(u.full_name.len() + u.email.len() + 32);
+/// Every prefix of a word up to this many characters is a lexeme of its own, so that a
+/// search term of at most this length is one exact lexeme: a single posting list in the GIN
+/// index, which intersects cheaply with the others of the query. A longer term is a prefix
+/// match (`'term':*`) against the full words longer than this, which are stored too; a
+/// term that long matches few distinct words. (A prefix match with a short term is what
+/// must be avoided: `gra:*` would enumerate every distinct word starting with `gra`,
+/// typically one username per user, and their postings besides.)
+pub(crate) const PREFIX_LEXEMES: usize = 10;
+
+/// The lexemes stored in `users.search` for a user: of each word (maximal run of letters
+/// and digits of the full name, username and email, lower-cased), every prefix of up to
+/// [`PREFIX_LEXEMES`] characters, and the word itself when it is longer. Space-separated,
+/// sorted and without duplicates; the database turns them into a tsvector with
+/// `array_to_tsvector(string_to_array(…, ' '))`, without any text-search parsing, so that
+/// matching does not depend on its locale. [`search_tsquery`] is the counterpart.
+pub(crate) fn search_lexemes(u: &User) -> String {
+    let mut lexemes: Vec<String> = Vec::with_capacity(48);
     let sources = [
         u.full_name.as_str(),
         u.username.as_deref().unwrap_or(""),
         u.email.as_str(),
     ];
     for source in sources {
-        for word in source.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
-            if !out.is_empty() {
-                out.push(' ');
+        for word in source
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+        {
+            let word = word.to_lowercase();
+            // The byte offsets where the prefixes of 1..=PREFIX_LEXEMES characters end.
+            let ends = word
+                .char_indices()
+                .map(|(i, c)| i + c.len_utf8())
+                .take(PREFIX_LEXEMES);
+            for end in ends {
+                if end < word.len() {
+                    lexemes.push(word[..end].to_owned());
+                }
             }
-            out.push_str(&word.to_lowercase());
+            lexemes.push(word);
         }
     }
-    out
+    lexemes.sort_unstable();
+    lexemes.dedup();
+    lexemes.join(" ")
+}
+
+/// The tsquery (input syntax) of a search: every term must be a prefix of a word (see
+/// [`search_lexemes`]). Terms are lower-case letters and digits (`SearchQuery`), so quoting
+/// them needs no escaping.
+pub(crate) fn search_tsquery(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| {
+            if t.chars().nth(PREFIX_LEXEMES).is_none() {
+                format!("'{t}'")
+            } else {
+                format!("'{t}':*")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" & ")
 }
 
 #[cfg(test)]
@@ -170,8 +211,24 @@ mod tests {
             version: 1,
         };
         assert_eq!(
-            search_text(&u),
-            "ada lovelace byron ada l ada lovelace x example com"
+            search_lexemes(&u),
+            "a ad ada b by byr byro byron c co com e ex exa exam examp exampl example l lo lov \
+             love lovel lovela lovelac lovelace x"
+        );
+        let long = User {
+            full_name: "Wolfeschlegelsteinhausen Zoë".into(),
+            username: None,
+            email: "é@x.io".into(),
+            ..u
+        };
+        assert_eq!(
+            search_lexemes(&long),
+            "i io w wo wol wolf wolfe wolfes wolfesc wolfesch wolfeschl wolfeschle \
+             wolfeschlegelsteinhausen x z zo zoë é"
+        );
+        assert_eq!(
+            search_tsquery(&["wolfeschle".into(), "wolfeschleg".into()]),
+            "'wolfeschle' & 'wolfeschleg':*"
         );
     }
 }

@@ -41,7 +41,11 @@ async fn write_tenant(conn: &mut PgConnection, t: &Tenant) -> Result<()> {
 }
 
 impl PgStore {
-    pub(crate) async fn create_tenant_impl(&self, new: NewTenant, ctx: &AuditContext) -> Result<Tenant> {
+    pub(crate) async fn create_tenant_impl(
+        &self,
+        new: NewTenant,
+        ctx: &AuditContext,
+    ) -> Result<Tenant> {
         let now = domain::time::now();
         let t = new.into_tenant(now);
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -108,9 +112,13 @@ impl PgStore {
         if let Some(after) = q.after {
             qb.push(" AND id < ").push_bind(after.into_uuid());
         }
-        qb.push(" ORDER BY id DESC LIMIT ").push_bind(limit as i64 + 1);
+        qb.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(limit as i64 + 1);
         let fetched = qb.build().fetch_all(&self.pool).await.map_err(db)?;
-        let mut items = fetched.iter().map(rows::tenant).collect::<Result<Vec<_>>>()?;
+        let mut items = fetched
+            .iter()
+            .map(rows::tenant)
+            .collect::<Result<Vec<_>>>()?;
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|t| encode_cursor(&t.id))

@@ -1,6 +1,8 @@
 //! Users: creation under the tenant's quota, the manager invariants, optimistic concurrency,
 //! soft deletion, bulk seeding and keyset-paginated listing.
 
+use std::collections::HashSet;
+
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
 use domain::users::{
     DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
@@ -11,9 +13,10 @@ use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
 
 use crate::error::{conflict, db, invalid_cursor, write};
-use crate::rows::{self, search_text, USER_COLUMNS};
+use crate::rows::{self, search_lexemes, search_tsquery, USER_COLUMNS};
 use crate::{audit, PgStore};
 
 /// The sort key of `sort=last_login`; must match the expression of
@@ -26,11 +29,31 @@ const INSERT_USER: &str = "INSERT INTO users (id, tenant_id, email, email_lower,
      username_lower, full_name, name_sort, search, phone, department, job_title, employee_id, \
      manager_id, cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
      last_login_at, created_at, updated_at, deleted_at, version) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, to_tsvector('simple', $9), $10, $11, $12, $13, \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, array_to_tsvector(string_to_array($9, ' ')), $10, $11, $12, $13, \
      $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
+/// Creates a user of a tenant without a quota, with its audit event, in one statement:
+/// `$1`..`$25` as [`bind_user`] binds them, `$26`..`$38` as `audit::bind_event` does. Inserts
+/// nothing when the tenant is missing or has a quota, or the manager is not a non-deleted
+/// user of the tenant; the result row tells which.
+const CREATE_USER_UNLIMITED: &str = "WITH t AS (SELECT max_users FROM tenants WHERE id = $2), \
+     ok AS (SELECT 1 FROM t WHERE t.max_users IS NULL AND ($14::uuid IS NULL OR EXISTS \
+       (SELECT 1 FROM users m WHERE m.tenant_id = $2 AND m.id = $14 AND m.deleted_at IS NULL))), \
+     u AS (INSERT INTO users (id, tenant_id, email, email_lower, username, username_lower, \
+       full_name, name_sort, search, phone, department, job_title, employee_id, manager_id, \
+       cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
+       last_login_at, created_at, updated_at, deleted_at, version) \
+       SELECT $1, $2, $3, $4, $5, $6, $7, $8, array_to_tsvector(string_to_array($9, ' ')), $10, $11, $12, $13, \
+       $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25 FROM ok RETURNING id), \
+     a AS (INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
+       entity_type, entity_id, before, after, ip, user_agent, request_id) \
+       SELECT $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38 FROM u) \
+     SELECT EXISTS (SELECT 1 FROM t) AS tenant_found, \
+       EXISTS (SELECT 1 FROM t WHERE max_users IS NOT NULL) AS limited, \
+       (SELECT count(*) FROM u) AS inserted";
+
 const UPDATE_USER: &str = "UPDATE users SET email = $3, email_lower = $4, username = $5, \
-     username_lower = $6, full_name = $7, name_sort = $8, search = to_tsvector('simple', $9), \
+     username_lower = $6, full_name = $7, name_sort = $8, search = array_to_tsvector(string_to_array($9, ' ')), \
      phone = $10, department = $11, job_title = $12, employee_id = $13, manager_id = $14, \
      cost_center = $15, clearance_level = $16, language = $17, avatar_url = $18, \
      custom_attributes = $19, status = $20, last_login_at = $21, created_at = $22, \
@@ -60,7 +83,7 @@ fn bind_user<'q>(
         .bind(u.username_normalized())
         .bind(&u.full_name)
         .bind(u.name_sort_key())
-        .bind(search_text(u))
+        .bind(search_lexemes(u))
         .bind(u.phone.as_deref())
         .bind(u.department.as_deref())
         .bind(u.job_title.as_deref())
@@ -104,12 +127,19 @@ enum Which {
 }
 
 /// Reads and locks a user of `tenant` for the rest of the transaction.
-async fn lock_user(conn: &mut PgConnection, tenant: TenantId, id: UserId, which: Which) -> Result<User> {
+async fn lock_user(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: UserId,
+    which: Which,
+) -> Result<User> {
     let filter = match which {
         Which::Live => " AND deleted_at IS NULL",
         Which::Any => "",
     };
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2{filter} FOR UPDATE");
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2{filter} FOR UPDATE"
+    );
     let row = sqlx::query(&sql)
         .bind(tenant.into_uuid())
         .bind(id.into_uuid())
@@ -163,7 +193,10 @@ async fn quota(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<
 /// Reads the tenant's quota and, when it has one, locks the tenant row (see [`quota`]).
 /// Tenants without a quota are neither locked nor counted: creating their users must not
 /// serialise.
-async fn quota_locked_if_limited(conn: &mut PgConnection, tenant: TenantId) -> Result<Option<Quota>> {
+async fn quota_locked_if_limited(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<Option<Quota>> {
     match quota(conn, tenant, false).await? {
         Some(q) if q.max_users.is_some() => quota(conn, tenant, true).await,
         other => Ok(other),
@@ -175,12 +208,13 @@ async fn enforce_quota(conn: &mut PgConnection, tenant: TenantId, q: &Quota) -> 
     let Some(max) = q.max_users else {
         return Ok(());
     };
-    let count: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL")
-            .bind(tenant.into_uuid())
-            .fetch_one(conn)
-            .await
-            .map_err(db)?;
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(tenant.into_uuid())
+    .fetch_one(conn)
+    .await
+    .map_err(db)?;
     if count >= max {
         return Err(Error::QuotaExceeded {
             message: format!(
@@ -202,13 +236,14 @@ fn unknown_manager() -> Error {
 
 /// Checks that `manager` is a non-deleted user of `tenant`.
 async fn check_manager(conn: &mut PgConnection, tenant: TenantId, manager: UserId) -> Result<()> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL")
-            .bind(tenant.into_uuid())
-            .bind(manager.into_uuid())
-            .fetch_optional(conn)
-            .await
-            .map_err(db)?;
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+    )
+    .bind(tenant.into_uuid())
+    .bind(manager.into_uuid())
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
     found.map(|_| ()).ok_or_else(unknown_manager)
 }
 
@@ -257,27 +292,21 @@ async fn check_manager_chain(
     Ok(())
 }
 
-/// The tsquery text of a search: every term as a prefix, all required.
-fn tsquery(terms: &[String]) -> String {
-    terms
-        .iter()
-        .map(|t| format!("{t}:*"))
-        .collect::<Vec<_>>()
-        .join(" & ")
-}
-
 /// Rows a search walks in sort order before it collects its matches from the index instead.
 const SEARCH_WALK: i64 = 5_000;
 
+/// Estimated matches up to which a search sorted by name or email collects its matches
+/// from the index rather than walking the sort order first.
+const SEARCH_COLLECT: f64 = 5_000.0;
+
 /// How a user list is ordered and where it continues.
-struct ListPlan<'a> {
+struct ListPlan {
     /// The SQL of the sort key.
     key: &'static str,
     /// Whether ties on the key are broken by id (all keys but the unique email).
     tie_break: bool,
     descending: bool,
     cursor: Option<(CursorValue, UserId)>,
-    _q: std::marker::PhantomData<&'a ()>,
 }
 
 enum CursorValue {
@@ -285,7 +314,7 @@ enum CursorValue {
     Time(domain::Timestamp),
 }
 
-impl ListPlan<'_> {
+impl ListPlan {
     fn new(q: &UserListQuery) -> Result<Self> {
         let (key, text_key) = match q.sort.field {
             UserSortField::Name => ("name_sort", true),
@@ -301,9 +330,9 @@ impl ListPlan<'_> {
                 }
                 let v = match (&c.value, text_key) {
                     (SortValue::Text(v), true) => CursorValue::Text(v.clone()),
-                    (SortValue::Micros(us), false) => {
-                        CursorValue::Time(domain::time::from_micros(*us).ok_or_else(invalid_cursor)?)
-                    }
+                    (SortValue::Micros(us), false) => CursorValue::Time(
+                        domain::time::from_micros(*us).ok_or_else(invalid_cursor)?,
+                    ),
                     _ => return Err(invalid_cursor()),
                 };
                 Some((v, c.id))
@@ -316,12 +345,17 @@ impl ListPlan<'_> {
             tie_break: q.sort.field != UserSortField::Email,
             descending: q.sort.descending,
             cursor,
-            _q: std::marker::PhantomData,
         })
     }
 
     /// ` WHERE` with the tenant, the filters, the cursor and (with `search`) the search.
-    fn push_where(&self, qb: &mut QueryBuilder<'_, Postgres>, tenant: TenantId, q: &UserListQuery, search: bool) {
+    fn push_where(
+        &self,
+        qb: &mut QueryBuilder<'_, Postgres>,
+        tenant: TenantId,
+        q: &UserListQuery,
+        search: bool,
+    ) {
         qb.push(" WHERE tenant_id = ").push_bind(tenant.into_uuid());
         match q.deleted {
             DeletedFilter::Exclude => {
@@ -348,11 +382,7 @@ impl ListPlan<'_> {
             qb.push(" AND created_at < ").push_bind(v);
         }
         if search {
-            if let Some(s) = &q.q {
-                qb.push(" AND search @@ to_tsquery('simple', ")
-                    .push_bind(tsquery(s.terms()))
-                    .push(")");
-            }
+            self.push_search(qb, q, " AND ");
         }
         if let Some((value, id)) = &self.cursor {
             let op = if self.descending { " < " } else { " > " };
@@ -369,6 +399,16 @@ impl ListPlan<'_> {
             if self.tie_break {
                 qb.push(", ").push_bind(id.into_uuid()).push(")");
             }
+        }
+    }
+
+    /// The search condition, if the list has one, after `glue`.
+    fn push_search(&self, qb: &mut QueryBuilder<'_, Postgres>, q: &UserListQuery, glue: &str) {
+        if let Some(s) = &q.q {
+            qb.push(glue)
+                .push("search @@ ")
+                .push_bind(search_tsquery(s.terms()))
+                .push("::tsquery");
         }
     }
 
@@ -391,6 +431,37 @@ impl PgStore {
     ) -> Result<User> {
         let now = domain::time::now();
         let user = new.into_user(tenant, now);
+        let ev = AuditEvent::record(
+            ctx,
+            tenant,
+            actions::USER_CREATE,
+            EntityRef::user(user.id),
+            (None, Some(user.to_audit_json())),
+            now,
+        );
+
+        // The common case, a tenant without a quota, in one statement (atomic by itself):
+        // the user and its event are inserted only if the tenant exists, has no quota, and
+        // the manager (if any) is a non-deleted user of the tenant.
+        let q = bind_user(sqlx::query(CREATE_USER_UNLIMITED), &user);
+        let row = audit::bind_event(q, &ev)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(write)?;
+        let tenant_found: bool = row.try_get("tenant_found").map_err(db)?;
+        let limited: bool = row.try_get("limited").map_err(db)?;
+        let inserted: i64 = row.try_get("inserted").map_err(db)?;
+        if !tenant_found {
+            return Err(Error::NotFound { entity: "tenant" });
+        }
+        if inserted == 1 {
+            return Ok(user);
+        }
+        if !limited {
+            return Err(unknown_manager());
+        }
+
+        // A tenant with a quota: lock it, count, insert.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let q = quota_locked_if_limited(&mut tx, tenant)
             .await?
@@ -400,14 +471,6 @@ impl PgStore {
             check_manager(&mut tx, tenant, m).await?;
         }
         insert_user(&mut tx, &user).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_CREATE,
-            EntityRef::user(user.id),
-            (None, Some(user.to_audit_json())),
-            now,
-        );
         audit::insert(&mut tx, &ev).await?;
         tx.commit().await.map_err(db)?;
         Ok(user)
@@ -421,6 +484,10 @@ impl PgStore {
     ) -> Result<u64> {
         let now = domain::time::now();
         let mut tx = self.pool.begin().await.map_err(db)?;
+        quota(&mut tx, tenant, false)
+            .await?
+            .ok_or(Error::NotFound { entity: "tenant" })?;
+        check_seeded_managers(&mut tx, tenant, &users).await?;
         let mut inserted = 0;
         for batch in users.chunks(SEED_BATCH) {
             inserted += seed_batch(&mut tx, tenant, batch).await?;
@@ -453,57 +520,39 @@ impl PgStore {
         rows::user(&row)
     }
 
-    pub(crate) async fn list_users_impl(&self, tenant: TenantId, q: &UserListQuery) -> Result<Page<User>> {
+    pub(crate) async fn list_users_impl(
+        &self,
+        tenant: TenantId,
+        q: &UserListQuery,
+    ) -> Result<Page<User>> {
         let limit = q.limit.get() as usize;
         let plan = ListPlan::new(q)?;
-        let fetched = match &q.q {
-            None => {
-                let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
-                qb.push(USER_COLUMNS).push(" FROM users");
-                plan.push_where(&mut qb, tenant, q, false);
-                plan.push_order(&mut qb, plan.key);
-                qb.push(" LIMIT ").push_bind(limit as i64 + 1);
-                self.fetch_users(qb).await?
-            }
-            Some(search) => {
-                let terms = tsquery(search.terms());
-                // A search page is the first matches in sort order. When matches are common
-                // they are found quickly by walking the sort order and testing each row;
-                // when they are rare, by collecting all of them from the GIN index and
-                // sorting. The planner cannot choose between the two reliably (matches of a
-                // name search cluster in name order), so: walk at most SEARCH_WALK rows in
-                // sort order, and if that does not fill the page, collect from the index.
-                let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
-                qb.push(USER_COLUMNS)
-                    .push(" FROM (SELECT ")
-                    .push(USER_COLUMNS)
-                    .push(", search, ")
-                    .push(plan.key)
-                    .push(" AS sort_key FROM users");
-                plan.push_where(&mut qb, tenant, q, false);
-                plan.push_order(&mut qb, plan.key);
-                qb.push(" LIMIT ")
-                    .push_bind(SEARCH_WALK)
-                    .push(") w WHERE search @@ to_tsquery('simple', ")
-                    .push_bind(terms.clone())
-                    .push(")");
-                plan.push_order(&mut qb, "sort_key");
-                qb.push(" LIMIT ").push_bind(limit as i64 + 1);
-                let walked = self.fetch_users(qb).await?;
-                if walked.len() > limit {
-                    walked
-                } else {
-                    let mut qb = QueryBuilder::<Postgres>::new("WITH m AS MATERIALIZED (SELECT ");
-                    qb.push(USER_COLUMNS)
-                        .push(", ")
-                        .push(plan.key)
-                        .push(" AS sort_key FROM users");
-                    plan.push_where(&mut qb, tenant, q, true);
-                    qb.push(") SELECT ").push(USER_COLUMNS).push(" FROM m");
-                    plan.push_order(&mut qb, "sort_key");
-                    qb.push(" LIMIT ").push_bind(limit as i64 + 1);
-                    self.fetch_users(qb).await?
-                }
+        // A search page is the first matches in sort order. When matches are common, they
+        // are found quickly by walking the sort order and testing each row; when they are
+        // rare, by collecting all of them from the GIN index and sorting those. The planner
+        // chooses well from its estimate of the matches, except that it assumes them to be
+        // spread evenly over the sort order: for the name and email orders they are not (a
+        // name search matches users that sort together), and a walk it expects to be short
+        // can cross most of the tenant. For those orders the choice is made here: rare
+        // matches (by the planner's estimate) are collected; otherwise the walk is bounded
+        // to SEARCH_WALK rows, and if they do not fill the page the matches are collected.
+        let correlated =
+            q.q.is_some() && matches!(q.sort.field, UserSortField::Name | UserSortField::Email);
+        let fetched = if !correlated {
+            let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+            qb.push(USER_COLUMNS).push(" FROM users");
+            plan.push_where(&mut qb, tenant, q, true);
+            plan.push_order(&mut qb, plan.key);
+            qb.push(" LIMIT ").push_bind(limit as i64 + 1);
+            self.fetch_users(qb).await?
+        } else if self.estimate_matches(tenant, q, &plan).await? <= SEARCH_COLLECT {
+            self.collect_matches(tenant, q, &plan, limit).await?
+        } else {
+            let walked = self.walk_matches(tenant, q, &plan, limit).await?;
+            if walked.len() > limit {
+                walked
+            } else {
+                self.collect_matches(tenant, q, &plan, limit).await?
             }
         };
         let mut items = fetched;
@@ -514,6 +563,72 @@ impl PgStore {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// The planner's estimate of the users a list matches (filters, cursor and search).
+    async fn estimate_matches(
+        &self,
+        tenant: TenantId,
+        q: &UserListQuery,
+        plan: &ListPlan,
+    ) -> Result<f64> {
+        let mut qb = QueryBuilder::<Postgres>::new("EXPLAIN (FORMAT JSON) SELECT 1 FROM users");
+        plan.push_where(&mut qb, tenant, q, true);
+        let explained: Json<serde_json::Value> = qb
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(explained.0[0]["Plan"]["Plan Rows"]
+            .as_f64()
+            .unwrap_or(f64::INFINITY))
+    }
+
+    /// The first matches in sort order, by testing the rows in sort order; at most
+    /// SEARCH_WALK rows are tested, so the page may come back short.
+    async fn walk_matches(
+        &self,
+        tenant: TenantId,
+        q: &UserListQuery,
+        plan: &ListPlan,
+        limit: usize,
+    ) -> Result<Vec<User>> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
+        qb.push(USER_COLUMNS)
+            .push(" FROM (SELECT ")
+            .push(USER_COLUMNS)
+            .push(", search, ")
+            .push(plan.key)
+            .push(" AS sort_key FROM users");
+        plan.push_where(&mut qb, tenant, q, false);
+        plan.push_order(&mut qb, plan.key);
+        qb.push(" LIMIT ").push_bind(SEARCH_WALK).push(") w");
+        plan.push_search(&mut qb, q, " WHERE ");
+        plan.push_order(&mut qb, "sort_key");
+        qb.push(" LIMIT ").push_bind(limit as i64 + 1);
+        self.fetch_users(qb).await
+    }
+
+    /// The first matches in sort order, by collecting every match (from the GIN index, as
+    /// the planner sees fit) and sorting them.
+    async fn collect_matches(
+        &self,
+        tenant: TenantId,
+        q: &UserListQuery,
+        plan: &ListPlan,
+        limit: usize,
+    ) -> Result<Vec<User>> {
+        let mut qb = QueryBuilder::<Postgres>::new("WITH m AS MATERIALIZED (SELECT ");
+        qb.push(USER_COLUMNS)
+            .push(", ")
+            .push(plan.key)
+            .push(" AS sort_key FROM users");
+        plan.push_where(&mut qb, tenant, q, true);
+        qb.push(") SELECT ").push(USER_COLUMNS).push(" FROM m");
+        plan.push_order(&mut qb, "sort_key");
+        qb.push(" LIMIT ").push_bind(limit as i64 + 1);
+        self.fetch_users(qb).await
     }
 
     async fn fetch_users(&self, mut qb: QueryBuilder<'_, Postgres>) -> Result<Vec<User>> {
@@ -632,6 +747,42 @@ impl PgStore {
     }
 }
 
+/// Checks that every manager a seeded user names is a user of the tenant: one of the batch,
+/// or one already stored (deleted or not: seeded data may hold deleted managers).
+async fn check_seeded_managers(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    users: &[User],
+) -> Result<()> {
+    let own: HashSet<UserId> = users.iter().map(|u| u.id).collect();
+    let mut outside: Vec<Uuid> = users
+        .iter()
+        .filter_map(|u| u.manager_id)
+        .filter(|m| !own.contains(m))
+        .map(UserId::into_uuid)
+        .collect();
+    if outside.is_empty() {
+        return Ok(());
+    }
+    outside.sort_unstable();
+    outside.dedup();
+    let found: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE tenant_id = $1 AND id = ANY($2)")
+            .bind(tenant.into_uuid())
+            .bind(&outside)
+            .fetch_one(conn)
+            .await
+            .map_err(db)?;
+    if found != outside.len() as i64 {
+        return Err(Error::field(
+            "manager_id",
+            "unknown_manager",
+            "every manager must be a user of this tenant",
+        ));
+    }
+    Ok(())
+}
+
 /// Inserts one batch of seeded users with a single statement: one array per column,
 /// zipped back into rows by `UNNEST`. Every row goes to `tenant`, whatever it names.
 async fn seed_batch(conn: &mut PgConnection, tenant: TenantId, users: &[User]) -> Result<u64> {
@@ -668,7 +819,7 @@ async fn seed_batch(conn: &mut PgConnection, tenant: TenantId, users: &[User]) -
         usernames_lower.push(u.username_normalized());
         full_names.push(u.full_name.as_str());
         name_sorts.push(u.name_sort_key());
-        searches.push(search_text(u));
+        searches.push(search_lexemes(u));
         phones.push(u.phone.as_deref());
         departments.push(u.department.as_deref());
         job_titles.push(u.job_title.as_deref());
@@ -692,7 +843,7 @@ async fn seed_batch(conn: &mut PgConnection, tenant: TenantId, users: &[User]) -
          cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
          last_login_at, created_at, updated_at, deleted_at, version) \
          SELECT id, $1, email, email_lower, username, username_lower, full_name, name_sort, \
-         to_tsvector('simple', search), phone, department, job_title, employee_id, manager_id, \
+         array_to_tsvector(string_to_array(search, ' ')), phone, department, job_title, employee_id, manager_id, \
          cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
          last_login_at, created_at, updated_at, deleted_at, version \
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \

@@ -128,6 +128,7 @@ contract!(
     case_search,
     case_seed_users,
     case_seed_users_refuses_foreign_managers,
+    case_search_past_the_sorted_walk,
 );
 
 // ------------------------------------------------------------------------------------------
@@ -2524,5 +2525,100 @@ async fn case_seed_users_refuses_foreign_managers(store: Arc<dyn Store>) {
             ..Default::default()
         };
         assert!(list_all_users(s, t.id, q).await.is_empty());
+    }
+}
+
+/// Search stays exact when more users match than a backend inspects in sort order before it
+/// switches strategy (the PostgreSQL store walks the sort index for a while, then falls
+/// back to the search index): every page of every sort equals a filter done in Rust.
+async fn case_search_past_the_sorted_walk(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    const FIRST: [&str; 12] = [
+        "Ada", "Grace", "Alan", "Édith", "Linus", "Barbara", "Ken", "Margaret", "Dennis",
+        "Frances", "Zoë", "Niklaus",
+    ];
+    const LAST: [&str; 10] = [
+        "Lovelace", "Hopper", "Turing", "Piaf", "Torvalds", "Liskov", "Thompson", "Hamilton",
+        "Ritchie", "Allen",
+    ];
+    let t = tenant(store.as_ref(), "acme").await;
+    let base = to_micros(now()) - 10_000_000_000;
+    let users: Vec<User> = (0..6_500)
+        .map(|i| {
+            let (first, last) = (FIRST[i % FIRST.len()], LAST[(i / 7) % LAST.len()]);
+            let email = format!(
+                "{}.{}{i}@example.com",
+                first.to_lowercase(),
+                last.to_lowercase()
+            );
+            seed_user(
+                t.id,
+                &email,
+                &format!("{first} {last}"),
+                ts(base + i as i64 * 1_000),
+            )
+        })
+        .collect();
+    store.seed_users(t.id, users.clone(), &ctx()).await.unwrap();
+    let words = |u: &User| -> Vec<String> {
+        [u.full_name.as_str(), u.email.as_str()]
+            .iter()
+            .flat_map(|s| {
+                s.split(|c: char| !c.is_alphanumeric())
+                    .map(str::to_lowercase)
+            })
+            .filter(|w| !w.is_empty())
+            .collect()
+    };
+    for raw in ["zoë", "zo 9", "ada", "niklaus allen 99", "e"] {
+        let sq = SearchQuery::parse("q", raw).unwrap();
+        let matching: Vec<&User> = users
+            .iter()
+            .filter(|u| {
+                let w = words(u);
+                sq.terms()
+                    .iter()
+                    .all(|t| w.iter().any(|w| w.starts_with(t.as_str())))
+            })
+            .collect();
+        for (field, descending) in [
+            (UserSortField::Name, false),
+            (UserSortField::Name, true),
+            (UserSortField::Email, false),
+            (UserSortField::Created, true),
+        ] {
+            let sort = UserSort { field, descending };
+            let mut expect: Vec<(SortValue, UserId)> = matching
+                .iter()
+                .map(|u| {
+                    let c = UserCursor::after(u, sort);
+                    (c.value, c.id)
+                })
+                .collect();
+            expect.sort_by(|a, b| {
+                match (&a.0, &b.0) {
+                    (SortValue::Text(x), SortValue::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+                    (SortValue::Micros(x), SortValue::Micros(y)) => x.cmp(y),
+                    _ => unreachable!(),
+                }
+                .then(a.1.cmp(&b.1))
+            });
+            if descending {
+                expect.reverse();
+            }
+            let expect: Vec<UserId> = expect.into_iter().map(|(_, id)| id).collect();
+            let q = UserListQuery {
+                q: Some(sq.clone()),
+                sort,
+                ..Default::default()
+            };
+            let got: Vec<UserId> = list_all_users(store.as_ref(), t.id, q)
+                .await
+                .iter()
+                .map(|u| u.id)
+                .collect();
+            assert_eq!(got.len(), expect.len(), "{raw} {sort:?}");
+            assert!(got == expect, "{raw} {sort:?}: order differs");
+        }
     }
 }
