@@ -160,7 +160,9 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub entity_type: Option<String>,
     pub entity_id: Option<Uuid>,
+    /// Events at or after this time (inclusive).
     pub since: Option<DateTime<Utc>>,
+    /// Events before this time (exclusive).
     pub until: Option<DateTime<Utc>>,
     pub limit: PageSize,
     /// Continue with events older than this one (from a previous page's cursor).

@@ -72,6 +72,7 @@ pub trait Store: Send + Sync + 'static {
     /// names the tenant.
     async fn authenticate_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyAuth>>;
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>>;
+    /// Revokes a key; an unknown, another tenant's or an already revoked key is `NotFound`.
     async fn revoke_api_key(
         &self,
         tenant: TenantId,
@@ -84,7 +85,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, tenant: TenantId, new: NewUser, ctx: &AuditContext)
         -> Result<User>;
     /// Inserts many users in large batches for the data generator: uniqueness is still
-    /// enforced by the database, the quota is not, and one audit event records the batch.
+    /// enforced, and every `manager_id` must name a user of the same tenant (in the batch or
+    /// already stored) or nothing is inserted (`manager_id`/`unknown_manager`); the quota
+    /// is not enforced. Rows go to `tenant` whatever their `tenant_id` says. One audit
+    /// event records the batch.
     async fn seed_users(
         &self,
         tenant: TenantId,
