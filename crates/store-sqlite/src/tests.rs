@@ -133,7 +133,11 @@ async fn active_user_counter_follows_deletes_and_restores() {
 
 /// The plan SQLite picks for a user list, one line per step.
 async fn plan(store: &SqliteStore, tenant: TenantId, q: &UserListQuery) -> String {
-    let mut qb = user_list_sql("EXPLAIN QUERY PLAN ", tenant, q).unwrap();
+    let search = match &q.q {
+        Some(terms) => Some(store.search_plan(terms).await.unwrap()),
+        None => None,
+    };
+    let mut qb = user_list_sql("EXPLAIN QUERY PLAN ", tenant, q, search).unwrap();
     let rows = qb.build().fetch_all(&store.reader).await.unwrap();
     rows.iter()
         .map(|r| r.try_get::<String, _>("detail").unwrap())
@@ -285,6 +289,43 @@ async fn search_uses_the_full_text_index() {
         .filter(|i| i % 6 == 1 && i.to_string().starts_with('1'))
         .count();
     assert_eq!(page.items.len(), expected);
+}
+
+#[tokio::test]
+async fn broad_searches_walk_the_sort_index() {
+    let (_dir, store) = open().await;
+    let a = tenant(&store, "acme").await;
+    store
+        .seed_users(a.id, users(a.id, 6_000), &AuditContext::system())
+        .await
+        .unwrap();
+    // Every user matches "person": more than a collect should gather.
+    let broad = UserListQuery {
+        q: Some(SearchQuery::parse("q", "person").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.search_plan(broad.q.as_ref().unwrap()).await.unwrap(),
+        SearchPlan::Walk
+    );
+    let p = plan(&store, a.id, &broad).await;
+    assert!(p.contains("users_by_created"), "{p}");
+    assert!(!p.contains("TEMP B-TREE"), "{p}");
+    assert_eq!(
+        store.list_users(a.id, &broad).await.unwrap().items.len(),
+        50
+    );
+    // One user in six is a Grace: few enough to collect.
+    let narrow = UserListQuery {
+        q: Some(SearchQuery::parse("q", "grace").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.search_plan(narrow.q.as_ref().unwrap()).await.unwrap(),
+        SearchPlan::Collect
+    );
+    let p = plan(&store, a.id, &narrow).await;
+    assert!(p.contains("VIRTUAL TABLE INDEX"), "{p}");
 }
 
 #[tokio::test]
