@@ -124,6 +124,30 @@ impl AuditEvent {
     }
 }
 
+impl AuditEvent {
+    /// The event recording `action` on a user, from `before` (none for a creation) to
+    /// `after`.
+    pub fn user_change(
+        ctx: &AuditContext,
+        action: &str,
+        before: Option<&crate::users::User>,
+        after: &crate::users::User,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self::record(
+            ctx,
+            after.tenant_id,
+            action,
+            EntityRef::user(after.id),
+            (
+                before.map(crate::users::User::to_audit_json),
+                Some(after.to_audit_json()),
+            ),
+            now,
+        )
+    }
+}
+
 /// The entity an event is about.
 #[derive(Debug, Clone, Copy)]
 pub struct EntityRef {

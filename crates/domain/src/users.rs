@@ -75,6 +75,33 @@ impl User {
         self.deleted_at.is_some()
     }
 
+    /// This user soft-deleted at `now`: a new version.
+    pub fn soft_deleted(&self, now: Timestamp) -> User {
+        User {
+            deleted_at: Some(now),
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    /// This user restored at `now`: a new version. Only a deleted user can be restored.
+    pub fn restored(&self, now: Timestamp) -> Result<User, Error> {
+        if !self.is_deleted() {
+            return Err(Error::Conflict {
+                code: "not_deleted",
+                message: "the user is not deleted".into(),
+                field: None,
+            });
+        }
+        Ok(User {
+            deleted_at: None,
+            updated_at: now,
+            version: self.version + 1,
+            ..self.clone()
+        })
+    }
+
     /// The audit-log form of the user.
     pub fn to_audit_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)

@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::error::{conflict, db, invalid_cursor, write};
+use crate::error::{db, invalid_cursor, write};
 use crate::rows::{self, search_lexemes, search_tsquery, USER_COLUMNS};
 use crate::{audit, PgStore};
 
@@ -431,14 +431,7 @@ impl PgStore {
     ) -> Result<User> {
         let now = domain::time::now();
         let user = new.into_user(tenant, now);
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_CREATE,
-            EntityRef::user(user.id),
-            (None, Some(user.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_CREATE, None, &user, now);
 
         // The common case, a tenant without a quota, in one statement (atomic by itself):
         // the user and its event are inserted only if the tenant exists, has no quota, and
@@ -664,14 +657,7 @@ impl PgStore {
             }
         }
         write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_UPDATE,
-            EntityRef::user(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
         audit::insert(&mut tx, &ev).await?;
         tx.commit().await.map_err(db)?;
         Ok(after)
@@ -688,21 +674,9 @@ impl PgStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
         check_version(expected_version, before.version)?;
-        let after = User {
-            deleted_at: Some(now),
-            updated_at: now,
-            version: before.version + 1,
-            ..before.clone()
-        };
+        let after = before.soft_deleted(now);
         write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_DELETE,
-            EntityRef::user(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
         audit::insert(&mut tx, &ev).await?;
         tx.commit().await.map_err(db)?;
         Ok(after)
@@ -722,25 +696,10 @@ impl PgStore {
             .await?
             .ok_or_else(not_found)?;
         let before = lock_user(&mut tx, tenant, id, Which::Any).await?;
-        if !before.is_deleted() {
-            return Err(conflict("not_deleted", None, "the user is not deleted"));
-        }
+        let after = before.restored(now)?;
         enforce_quota(&mut tx, tenant, &q).await?;
-        let after = User {
-            deleted_at: None,
-            updated_at: now,
-            version: before.version + 1,
-            ..before.clone()
-        };
         write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_RESTORE,
-            EntityRef::user(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_RESTORE, Some(&before), &after, now);
         audit::insert(&mut tx, &ev).await?;
         tx.commit().await.map_err(db)?;
         Ok(after)

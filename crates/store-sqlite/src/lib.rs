@@ -800,14 +800,7 @@ impl Store for SqliteStore {
             check_manager_exists(&mut tx, tenant, m).await?;
         }
         insert_users(&mut tx, "users", tenant, std::slice::from_ref(&user)).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_CREATE,
-            EntityRef::user(user.id),
-            (None, Some(user.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_CREATE, None, &user, now);
         insert_audit(&mut tx, &ev).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(user)
@@ -915,14 +908,7 @@ impl Store for SqliteStore {
             }
         }
         write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_UPDATE,
-            EntityRef::user(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
@@ -938,21 +924,9 @@ impl Store for SqliteStore {
         let now = now();
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         let before = load_live_user(&mut tx, tenant, id, expected_version).await?;
-        let after = User {
-            deleted_at: Some(now),
-            updated_at: now,
-            version: before.version + 1,
-            ..before.clone()
-        };
+        let after = before.soft_deleted(now);
         write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_DELETE,
-            EntityRef::user(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
@@ -967,30 +941,11 @@ impl Store for SqliteStore {
         let now = now();
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         let before = load_user(&mut tx, tenant, id).await?;
-        if !before.is_deleted() {
-            return Err(Error::Conflict {
-                code: "not_deleted",
-                message: "the user is not deleted".into(),
-                field: None,
-            });
-        }
+        let after = before.restored(now)?;
         let (t, active) = load_tenant(&mut tx, tenant).await?;
         check_quota(&t, active)?;
-        let after = User {
-            deleted_at: None,
-            updated_at: now,
-            version: before.version + 1,
-            ..before.clone()
-        };
         write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_RESTORE,
-            EntityRef::user(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
+        let ev = AuditEvent::user_change(ctx, actions::USER_RESTORE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
