@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use domain::users::{DeletedFilter, NewUser, User, UserCursor, UserListQuery, UserPatch, UserSort};
+use domain::users::{NewUser, User, UserCursor, UserListQuery, UserPatch, UserSort};
 use domain::values::{
     AvatarUrl, ClearanceLevel, DisplayName, Email, JsonObject, Label, Language, Phone, SearchQuery,
     Username,
@@ -236,19 +236,6 @@ pub struct ListUsersParams {
     deleted: Option<String>,
 }
 
-fn deleted_filter(field: &str, raw: &str) -> Result<DeletedFilter, FieldError> {
-    match raw {
-        "exclude" => Ok(DeletedFilter::Exclude),
-        "include" => Ok(DeletedFilter::Include),
-        "only" => Ok(DeletedFilter::Only),
-        _ => Err(FieldError::new(
-            field,
-            "invalid_value",
-            "must be one of: exclude, include, only",
-        )),
-    }
-}
-
 impl TryFrom<ListUsersParams> for UserListQuery {
     type Error = domain::Error;
 
@@ -272,7 +259,8 @@ impl TryFrom<ListUsersParams> for UserListQuery {
                 parse::timestamp,
             ),
             q: optional(&mut errs, "q", p.q, SearchQuery::parse),
-            deleted: optional(&mut errs, "deleted", p.deleted, deleted_filter).unwrap_or_default(),
+            deleted: optional(&mut errs, "deleted", p.deleted, parse::enum_value)
+                .unwrap_or_default(),
             sort,
             limit: optional(&mut errs, "limit", p.limit, parse::limit).unwrap_or_default(),
             after: None,

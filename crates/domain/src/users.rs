@@ -349,16 +349,19 @@ impl UserCursor {
     }
 }
 
-/// Which users a list shows with respect to soft deletion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeletedFilter {
-    /// Only users that are not deleted (the default).
-    #[default]
-    Exclude,
-    /// Deleted and not deleted users.
-    Include,
-    /// Only deleted users (to find one to restore).
-    Only,
+string_enum!(
+    /// Which users a list shows with respect to soft deletion: `exclude` (the default) hides
+    /// deleted users, `include` shows both, `only` shows just the deleted ones (to find one
+    /// to restore).
+    DeletedFilter { Exclude => "exclude", Include => "include", Only => "only" }
+);
+
+// Written out: `string_enum!` generates the enum and cannot mark a variant `#[default]`.
+#[allow(clippy::derivable_impls)]
+impl Default for DeletedFilter {
+    fn default() -> Self {
+        DeletedFilter::Exclude
+    }
 }
 
 /// A validated user list request.
