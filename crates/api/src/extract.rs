@@ -108,6 +108,29 @@ impl<S: Send + Sync, T: std::str::FromStr> FromRequestParts<S> for ApiPath<T> {
     }
 }
 
+/// Two path parameters parsed with `FromStr` (e.g. a user id and a session id).
+pub struct ApiPath2<A, B>(pub A, pub B);
+
+impl<S: Send + Sync, A: std::str::FromStr, B: std::str::FromStr> FromRequestParts<S>
+    for ApiPath2<A, B>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path((a, b)): axum::extract::Path<(String, String)> =
+            axum::extract::Path::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found("no such resource"))?;
+        let invalid = || {
+            ApiError::invalid_request(vec![FieldError::new("id", "invalid_id", "must be a UUID")])
+        };
+        Ok(ApiPath2(
+            a.parse::<A>().map_err(|_| invalid())?,
+            b.parse::<B>().map_err(|_| invalid())?,
+        ))
+    }
+}
+
 /// Query-string parameters; unknown parameters are refused.
 pub struct ApiQuery<T>(pub T);
 

@@ -4,12 +4,15 @@
 
 pub mod audit;
 pub mod auth;
+pub mod credentials;
 pub mod extract;
+pub mod me;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
 mod parse;
 pub mod problem;
+pub mod signin;
 pub mod state;
 pub mod tenants;
 pub mod users;
@@ -49,12 +52,14 @@ impl Default for HttpSettings {
 #[openapi(
     info(
         title = "Portcullis",
-        description = "Multi-tenant identity and user management. Authenticate with `Authorization: Bearer <API key>`; errors are RFC 9457 `application/problem+json`.",
+        description = "Multi-tenant identity and user management. Administrative endpoints take `Authorization: Bearer <API key>`; a signed-in user's endpoints (`/api/v1/me`) take `Authorization: Bearer <access token>` or the browser-session cookie; errors are RFC 9457 `application/problem+json`.",
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "tenants", description = "Tenant management (platform-admin keys)"),
+        (name = "authentication", description = "Sign-in, tokens, emailed links and the signing keys"),
+        (name = "me", description = "The signed-in user's own account"),
+        (name = "tenants", description = "Tenant management (platform-admin keys) and tenant settings"),
         (name = "users", description = "Users of the caller's tenant"),
         (name = "audit", description = "The tenant's audit trail"),
         (name = "operations", description = "Health and readiness"),
@@ -79,6 +84,9 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tenants::router())
         .merge(users::router())
+        .merge(credentials::router())
+        .merge(signin::router())
+        .merge(me::router())
         .merge(audit::router())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

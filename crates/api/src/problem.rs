@@ -6,6 +6,7 @@
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use domain::{Error, FieldError};
+use portcullis_auth::error::AuthError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -182,6 +183,57 @@ impl From<Error> for ApiError {
                 .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             Error::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+fn retry_after(d: std::time::Duration) -> HeaderValue {
+    // Whole seconds, rounded up, at least one.
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_credentials",
+                "Invalid credentials",
+            )
+            .detail(AuthError::InvalidCredentials.to_string()),
+            AuthError::AccountUnavailable { code, message } => {
+                Self::new(StatusCode::FORBIDDEN, code, "Account unavailable").detail(message)
+            }
+            AuthError::InvalidToken { code, message } => {
+                Self::new(StatusCode::BAD_REQUEST, code, "Invalid token").detail(message)
+            }
+            AuthError::Unauthenticated { code, message } => {
+                Self::new(StatusCode::UNAUTHORIZED, code, "Authentication required")
+                    .detail(message)
+                    .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+            }
+            AuthError::Forbidden { code, message } => Self::forbidden(code, message),
+            AuthError::Validation(errors) => Self::validation(errors),
+            AuthError::RateLimited { retry_after: d } => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+            )
+            .detail("too many attempts from this address; retry after the Retry-After delay")
+            .header(header::RETRY_AFTER, retry_after(d)),
+            AuthError::Busy { retry_after: d } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Service busy",
+            )
+            .detail("the server is handling too many sign-ins; retry after the Retry-After delay")
+            .header(header::RETRY_AFTER, retry_after(d)),
+            AuthError::Domain(e) => e.into(),
+            AuthError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
                 Self::internal()
             }

@@ -18,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Caller;
+use crate::credentials::password_input;
 use crate::extract::{etag, ApiJson, ApiPath, ApiQuery, IfMatch};
 use crate::parse::{self, optional, patch, required_patch};
 use crate::problem::{ApiError, ApiResult, Problem};
@@ -58,6 +59,14 @@ pub struct CreateUser {
     pub custom_attributes: Option<Map<String, Value>>,
     /// Defaults to `active`.
     pub status: Option<domain::users::UserStatus>,
+    /// An initial password, checked against the tenant's policy.
+    pub password: Option<String>,
+    /// Instead of `password`: a hash imported from another system (see
+    /// `PUT /api/v1/users/{id}/password` for the formats).
+    #[schema(value_type = Option<Object>)]
+    pub password_hash: Option<Value>,
+    /// Require a new password at the first sign-in.
+    pub must_change_password: Option<bool>,
 }
 
 impl TryFrom<CreateUser> for NewUser {
@@ -312,17 +321,24 @@ async fn list_users(
     responses(
         (status = 201, description = "Created; `Location` and `ETag` headers set", body = User),
         (status = 409, description = "Email or username taken, or the plan's user quota reached", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a password the policy refuses", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
-    ApiJson(body): ApiJson<CreateUser>,
+    ApiJson(mut body): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<User>)> {
+    let password = password_input(body.password.take(), body.password_hash.take())?;
+    let must_change = body.must_change_password.take().unwrap_or(false);
     let new = NewUser::try_from(body)?;
     let user = state
-        .store
-        .create_user(caller.tenant_id, new, &caller.audit())
+        .auth
+        .create_user(
+            caller.tenant_id,
+            new,
+            password.map(|p| (p, must_change)),
+            &caller.audit(),
+        )
         .await?;
     let location = format!("/api/v1/users/{}", user.id);
     let (mut headers, body) = with_etag(user);

@@ -19,9 +19,22 @@ fn every_operation_documents_its_errors_as_problems() {
     assert!(paths.contains_key("/api/v1/users/{id}/restore"));
     assert!(paths.contains_key("/api/v1/tenants/{id}"));
     assert!(paths.contains_key("/api/v1/audit-events"));
+    for p in [
+        "/api/v1/auth/login",
+        "/api/v1/me",
+        "/api/v1/me/mfa/totp",
+        "/.well-known/jwks.json",
+    ] {
+        assert!(paths.contains_key(p), "{p} is not documented");
+    }
     for (path, ops) in paths {
         for (method, op) in ops.as_object().unwrap() {
-            if path.starts_with("/api/") {
+            // Sign-in endpoints are public (logout excepted): they are how a credential is
+            // obtained. Everything else under /api/ needs one.
+            let public = path.starts_with("/api/v1/auth/") && path != "/api/v1/auth/logout";
+            if public {
+                assert!(op["security"].is_null(), "{method} {path} should be public");
+            } else if path.starts_with("/api/") {
                 assert!(op["security"].is_array(), "{method} {path} has no security");
             }
             for (status, res) in op["responses"].as_object().unwrap() {

@@ -1,6 +1,7 @@
-//! `portcullis-bench`: a closed-loop HTTP load generator for a running Portcullis.
+//! `portcullis-bench`: an HTTP load generator for a running Portcullis.
 //!
-//! Against the tenant of the given API key it runs, one after the other, these scenarios:
+//! Against the tenant of the given API key it runs, one after the other, the scenarios
+//! named by `--scenarios`. User management (the default set):
 //!
 //! * `list-first`: `GET /api/v1/users?limit=50` (default sort, first page);
 //! * `list-deep`: the same page size, continuing from a cursor in the middle of the list
@@ -11,15 +12,40 @@
 //!   `portcullis dev seed` uses;
 //! * `create`: `POST /api/v1/users` with unique emails.
 //!
-//! Each scenario runs `--concurrency` workers (tokio tasks sharing one HTTP client), each
-//! sending its next request as soon as the previous one is answered, for `--duration-secs`
-//! (after `--warmup-secs` whose requests are not counted). Latency is measured from sending
-//! the request to having read the whole body. A scenario fails if any response is not 2xx.
+//! Authentication:
+//!
+//! * `hash-rate`: no HTTP; the raw argon2id rate of this machine: `--threads` OS threads
+//!   (default: one per core) each verify a password against a hash made with the
+//!   `--argon2-*` parameters (the server's, from the same environment variables), back to
+//!   back. Latency is one verification; req/s is verifications per second.
+//! * `login`: `POST /api/v1/auth/login` at maximum throughput (closed loop), signing in
+//!   round-robin as `--users` users that the set-up creates with random passphrases through
+//!   `POST /api/v1/users` (once per run, shared by the login scenarios; not measured).
+//!   A 503 (hashing queue full) is counted apart (`busy_503`) and is not a failure; its
+//!   worker waits the Retry-After (at most 1 s).
+//! * `login-rate`: the same sign-ins, open loop: started every 1/`--rate` seconds whatever
+//!   the answers, latency measured from the scheduled time (no coordinated omission).
+//! * `refresh`: each worker signs in once (its own session: a refresh token works once and
+//!   reusing one revokes the session), then `POST /api/v1/auth/refresh` with the token the
+//!   previous answer gave, back to back. `per_core` divides the rate by the machine's cores,
+//!   which the server, its database and this client share.
+//!
+//! The login scenarios need `--tenant` (the slug of the API key's tenant) and a tenant
+//! password policy that accepts `correct-horse-<16 random alphanumerics>`.
+//!
+//! Each closed-loop scenario runs `--concurrency` workers (tokio tasks sharing one HTTP
+//! client), each sending its next request as soon as the previous one is answered, for
+//! `--duration-secs` (after `--warmup-secs` whose requests are not counted). Latency is
+//! measured from sending the request to having read the whole body. A scenario fails if any
+//! response is not 2xx (503 of the login scenarios aside).
 //!
 //! Output: a markdown table, or with `--json` a JSON object on stdout (the table then goes
 //! to stderr). The exit status is non-zero if any scenario failed.
 
+mod auth;
+
 use std::fmt::Write as _;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +54,7 @@ use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
+use portcullis_auth::passwords::Argon2Params;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, RequestBuilder, Url};
@@ -37,15 +64,35 @@ use serde_json::{json, Value};
 #[command(
     name = "portcullis-bench",
     version,
-    about = "Load generator for a running Portcullis: user creation, listing and search"
+    about = "Load generator for a running Portcullis: user creation, listing and search; \
+             password sign-in, refresh tokens and the raw argon2id rate"
 )]
 struct Args {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// An API key (tenant or platform admin); the scenarios run against its tenant.
+    /// An API key (tenant or platform admin); the scenarios run against its tenant. Needed
+    /// by every scenario but `hash-rate`.
     #[arg(long, env = "PORTCULLIS_BENCH_KEY", hide_env_values = true)]
-    key: String,
+    key: Option<String>,
+    /// The slug of the API key's tenant, where the login scenarios sign in.
+    #[arg(long, env = "PORTCULLIS_BENCH_TENANT")]
+    tenant: Option<String>,
+    /// Users with passwords that the login scenarios create and sign in as, round-robin.
+    #[arg(long, default_value_t = 50)]
+    users: usize,
+    /// Sign-ins per second that `login-rate` starts.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Argon2id memory (KiB) of `hash-rate`: set it as the server's.
+    #[arg(long, env = "PORTCULLIS_AUTH_ARGON2_MEMORY_KIB", default_value_t = Argon2Params::default().m_cost_kib)]
+    argon2_memory_kib: u32,
+    /// Argon2id iterations of `hash-rate`.
+    #[arg(long, env = "PORTCULLIS_AUTH_ARGON2_ITERATIONS", default_value_t = Argon2Params::default().t_cost)]
+    argon2_iterations: u32,
+    /// Argon2id lanes of `hash-rate`.
+    #[arg(long, env = "PORTCULLIS_AUTH_ARGON2_PARALLELISM", default_value_t = Argon2Params::default().p_cost)]
+    argon2_parallelism: u32,
     /// Concurrent workers (requests in flight) per scenario.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -70,7 +117,8 @@ struct Args {
     /// Page size of the list scenarios.
     #[arg(long, default_value_t = 50)]
     limit: u32,
-    /// Worker threads of the client's runtime (default: one per core).
+    /// Worker threads of the client's runtime, and hashing threads of `hash-rate`
+    /// (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// Print a JSON object on stdout instead of the table.
@@ -85,6 +133,10 @@ enum Scenario {
     ListDeep,
     ListFiltered,
     Search,
+    HashRate,
+    Login,
+    LoginRate,
+    Refresh,
 }
 
 impl Scenario {
@@ -95,8 +147,26 @@ impl Scenario {
             Scenario::ListDeep => "list-deep",
             Scenario::ListFiltered => "list-filtered",
             Scenario::Search => "search",
+            Scenario::HashRate => "hash-rate",
+            Scenario::Login => "login",
+            Scenario::LoginRate => "login-rate",
+            Scenario::Refresh => "refresh",
         }
     }
+
+    /// Signs in as users (needs them created first).
+    fn signs_in(self) -> bool {
+        matches!(
+            self,
+            Scenario::Login | Scenario::LoginRate | Scenario::Refresh
+        )
+    }
+}
+
+/// Cores of this machine (shared by the server, its database and this client when they run
+/// on the same host).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
 /// Searches a user of a directory would type: prefixes of the first and last names that
@@ -126,6 +196,20 @@ fn main() -> anyhow::Result<()> {
     if args.duration_secs == 0 && args.creates.is_none() {
         bail!("--duration-secs must be at least 1");
     }
+    if args.scenarios.iter().any(|s| s.signs_in()) {
+        if args.tenant.is_none() {
+            bail!("the login scenarios need --tenant (the slug of the API key's tenant)");
+        }
+        if args.users == 0 {
+            bail!("--users must be at least 1");
+        }
+    }
+    if args.scenarios.contains(&Scenario::LoginRate) && args.rate.is_none() {
+        bail!("login-rate needs --rate (sign-ins per second)");
+    }
+    if args.key.is_none() && args.scenarios.iter().any(|&s| s != Scenario::HashRate) {
+        bail!("--key (or PORTCULLIS_BENCH_KEY) is needed by every scenario but hash-rate");
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
     if let Some(n) = args.threads {
@@ -139,13 +223,22 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let base =
         Url::parse(&args.url).with_context(|| format!("--url {:?} is not a URL", args.url))?;
-    let client = client(&args)?;
-    check_key(&client, &base).await?;
+    let client = client(&args, args.key.as_deref())?;
+    if args.key.is_some() {
+        check_key(&client, &base).await?;
+    }
+    // Created by the first login scenario, shared by the next.
+    let mut target: Option<Arc<auth::Target>> = None;
 
     let mut results = Vec::new();
     for &scenario in &args.scenarios {
         eprintln!("running {} ...", scenario.name());
-        let result = match run_scenario(&args, &client, &base, scenario).await {
+        let result = if scenario == Scenario::HashRate || scenario.signs_in() {
+            run_auth_scenario(&args, &client, &base, &mut target, scenario).await
+        } else {
+            run_scenario(&args, &client, &base, scenario).await
+        };
+        let result = match result {
             Ok(r) => r,
             Err(e) => Outcome::setup_failed(scenario, &e),
         };
@@ -169,6 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "url": args.url,
             "concurrency": args.concurrency,
             "duration_secs": args.duration_secs,
+            "cores": cores(),
             "ok": results.iter().all(Outcome::ok),
             "scenarios": scenarios,
         });
@@ -188,12 +282,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client(args: &Args) -> anyhow::Result<Client> {
-    let mut auth = HeaderValue::from_str(&format!("Bearer {}", args.key.trim()))
-        .context("--key contains characters not allowed in a header")?;
-    auth.set_sensitive(true);
+/// The HTTP client; with `key`, every request carries it.
+fn client(args: &Args, key: Option<&str>) -> anyhow::Result<Client> {
     let mut headers = HeaderMap::new();
-    headers.insert(AUTHORIZATION, auth);
+    if let Some(key) = key {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .context("--key contains characters not allowed in a header")?;
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+    }
     Client::builder()
         .default_headers(headers)
         .user_agent("portcullis-bench")
@@ -250,6 +347,12 @@ async fn run_scenario(
     let limit = args.limit.to_string();
     let c = client.clone();
     let (make, note): (MakeRequest, Option<String>) = match scenario {
+        Scenario::HashRate | Scenario::Login | Scenario::LoginRate | Scenario::Refresh => {
+            bail!(
+                "{} is not an HTTP user-management scenario",
+                scenario.name()
+            )
+        }
         Scenario::ListFirst => {
             let url = users_url(base, &[("limit", &limit)])?;
             (Arc::new(move |_| c.get(url.clone())), None)
@@ -343,6 +446,74 @@ async fn run_scenario(
     )
     .await?;
     Ok(Outcome::from_measured(scenario, m, note))
+}
+
+/// Runs one of the authentication scenarios; the first that signs in creates the users.
+async fn run_auth_scenario(
+    args: &Args,
+    admin: &Client,
+    base: &Url,
+    target: &mut Option<Arc<auth::Target>>,
+    scenario: Scenario,
+) -> anyhow::Result<Outcome> {
+    let warmup = Duration::from_secs(args.warmup_secs);
+    let duration = Duration::from_secs(args.duration_secs);
+    if scenario == Scenario::HashRate {
+        let params = Argon2Params {
+            m_cost_kib: args.argon2_memory_kib,
+            t_cost: args.argon2_iterations,
+            p_cost: args.argon2_parallelism,
+        };
+        let threads = args.threads.unwrap_or_else(cores).max(1);
+        let (m, extra) =
+            tokio::task::spawn_blocking(move || auth::hash_rate(params, threads, warmup, duration))
+                .await
+                .context("the hashing threads stopped")??;
+        return Ok(Outcome::from_measured(scenario, m, None).with_extra(extra));
+    }
+
+    let target = match target {
+        Some(t) => t.clone(),
+        None => {
+            let started = Instant::now();
+            let users =
+                auth::create_users(admin, &users_url(base, &[])?, args.users, args.concurrency)
+                    .await
+                    .context("creating the users to sign in as")?;
+            eprintln!(
+                "created {} users with passwords in {:.1}s",
+                users.len(),
+                started.elapsed().as_secs_f64()
+            );
+            let t = Arc::new(auth::Target {
+                client: client(args, None)?,
+                login_url: base
+                    .join("/api/v1/auth/login")
+                    .context("cannot build the login URL")?,
+                refresh_url: base
+                    .join("/api/v1/auth/refresh")
+                    .context("cannot build the refresh URL")?,
+                tenant: args.tenant.clone().unwrap_or_default(),
+                users: Arc::new(users),
+            });
+            *target = Some(t.clone());
+            t
+        }
+    };
+    let (m, extra) = match scenario {
+        Scenario::Login => auth::login_closed(target, args.concurrency, warmup, duration).await?,
+        Scenario::LoginRate => {
+            let rate = args
+                .rate
+                .ok_or_else(|| anyhow!("login-rate needs --rate"))?;
+            auth::login_open(target, rate, warmup, duration).await?
+        }
+        Scenario::Refresh => {
+            auth::refresh(target, args.concurrency, warmup, duration, cores()).await?
+        }
+        _ => bail!("{} is not an authentication scenario", scenario.name()),
+    };
+    Ok(Outcome::from_measured(scenario, m, None).with_extra(extra))
 }
 
 /// A cursor of the default sort (created, ascending) about half-way through the list: just
@@ -477,6 +648,8 @@ struct Outcome {
     errors: u64,
     first_error: Option<String>,
     note: Option<String>,
+    /// Scenario-specific figures (503s, target rate, per-core rate…).
+    extra: auth::Extra,
 }
 
 impl Outcome {
@@ -493,7 +666,23 @@ impl Outcome {
             errors: m.errors,
             first_error: m.first_error,
             note,
+            extra: auth::Extra::new(),
         }
+    }
+
+    fn with_extra(mut self, extra: auth::Extra) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// The note and the extra figures, for the table.
+    fn notes(&self) -> String {
+        let mut parts: Vec<String> = self.note.iter().cloned().collect();
+        parts.extend(self.extra.iter().map(|(k, v)| match v {
+            Value::String(s) => format!("{k} {s}"),
+            v => format!("{k} {v}"),
+        }));
+        parts.join("; ")
     }
 
     fn setup_failed(scenario: Scenario, e: &anyhow::Error) -> Self {
@@ -508,6 +697,7 @@ impl Outcome {
             errors: 1,
             first_error: Some(format!("set-up failed: {e:#}")),
             note: None,
+            extra: auth::Extra::new(),
         }
     }
 
@@ -524,7 +714,7 @@ impl Outcome {
     }
 
     fn to_json(&self) -> Value {
-        json!({
+        let mut out = json!({
             "ok": self.ok(),
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
@@ -536,7 +726,13 @@ impl Outcome {
             "errors": self.errors,
             "first_error": self.first_error,
             "note": self.note,
-        })
+        });
+        if let Value::Object(map) = &mut out {
+            for (k, v) in &self.extra {
+                map.insert((*k).to_owned(), v.clone());
+            }
+        }
+        out
     }
 }
 
@@ -547,7 +743,7 @@ fn round(x: f64, digits: i32) -> f64 {
 
 fn table(results: &[Outcome]) -> String {
     let mut out = String::from(
-        "| scenario | requests | req/s | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | requests | req/s | p50 ms | p99 ms | max ms | errors | notes |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
         let name = if r.ok() {
@@ -557,13 +753,14 @@ fn table(results: &[Outcome]) -> String {
         };
         let _ = writeln!(
             out,
-            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {name} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
             r.requests,
             r.rps(),
             r.p50_ms,
             r.p99_ms,
             r.max_ms,
-            r.errors
+            r.errors,
+            r.notes()
         );
     }
     out

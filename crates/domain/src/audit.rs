@@ -75,6 +75,28 @@ pub mod actions {
     pub const USER_DELETE: &str = "user.delete";
     pub const USER_RESTORE: &str = "user.restore";
     pub const USER_SEED: &str = "user.seed";
+    pub const USER_REGISTER: &str = "user.register";
+    pub const USER_LOCK: &str = "user.lock";
+    pub const USER_UNLOCK: &str = "user.unlock";
+    pub const USER_EMAIL_VERIFY: &str = "user.email_verify";
+    pub const TENANT_AUTH_SETTINGS_UPDATE: &str = "tenant.auth_settings.update";
+    pub const AUTH_LOGIN: &str = "auth.login";
+    pub const AUTH_LOGIN_FAILURE: &str = "auth.login_failure";
+    pub const AUTH_LOGOUT: &str = "auth.logout";
+    pub const AUTH_MFA_FAILURE: &str = "auth.mfa_failure";
+    pub const AUTH_MAGIC_LINK_REQUEST: &str = "auth.magic_link.request";
+    pub const AUTH_PASSWORD_RESET_REQUEST: &str = "auth.password_reset.request";
+    pub const AUTH_INVITATION_CREATE: &str = "auth.invitation.create";
+    pub const AUTH_EMAIL_VERIFICATION_REQUEST: &str = "auth.email_verification.request";
+    pub const PASSWORD_SET: &str = "password.set";
+    pub const PASSWORD_CHANGE: &str = "password.change";
+    pub const PASSWORD_RESET: &str = "password.reset";
+    pub const SESSION_REVOKE: &str = "session.revoke";
+    pub const MFA_TOTP_ENROL: &str = "mfa.totp.enrol";
+    pub const MFA_TOTP_CONFIRM: &str = "mfa.totp.confirm";
+    pub const MFA_TOTP_REMOVE: &str = "mfa.totp.remove";
+    pub const MFA_RECOVERY_CODE_USE: &str = "mfa.recovery_code.use";
+    pub const MFA_RECOVERY_CODES_REGENERATE: &str = "mfa.recovery_codes.regenerate";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -173,6 +195,16 @@ impl EntityRef {
             kind: "api_key",
             id: Some(id.into_uuid()),
         }
+    }
+    pub fn session(id: crate::ids::SessionId) -> Self {
+        Self {
+            kind: "session",
+            id: Some(id.into_uuid()),
+        }
+    }
+    /// An event about no stored entity (e.g. a failed sign-in by an unknown login).
+    pub fn none(kind: &'static str) -> Self {
+        Self { kind, id: None }
     }
 }
 

@@ -85,3 +85,7 @@ id_type!(
     /// Identifies an audit event.
     AuditEventId
 );
+id_type!(
+    /// Identifies a sign-in session.
+    SessionId
+);

@@ -4,6 +4,8 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod auth;
+pub mod auth_store;
 pub mod error;
 pub mod ids;
 pub mod page;
@@ -14,8 +16,9 @@ pub mod time;
 pub mod users;
 pub mod values;
 
+pub use auth_store::AuthStore;
 pub use error::{Error, FieldError, Result, ValidationErrors};
-pub use ids::{ApiKeyId, AuditEventId, TenantId, UserId};
+pub use ids::{ApiKeyId, AuditEventId, SessionId, TenantId, UserId};
 pub use page::Page;
 pub use patch::Patch;
 pub use store::Store;

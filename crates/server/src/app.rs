@@ -18,7 +18,16 @@ use store_postgres::PgStore;
 use store_sqlite::SqliteStore;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DatabaseTarget};
+use chrono::TimeDelta;
+use domain::auth::LockoutPolicy;
+use portcullis_auth::config::AuthConfig;
+use portcullis_auth::keys::{MasterKey, SigningAlgorithm};
+use portcullis_auth::mailer::{DevMailer, Mailer, SmtpMailer, SmtpSettings, SmtpTls};
+use portcullis_auth::passwords::Argon2Params;
+use portcullis_auth::service::AuthService;
+use secrecy::SecretString;
+
+use crate::config::{Config, DatabaseTarget, MailTransport, SmtpTlsMode};
 
 /// Opens (but does not migrate) the store the configuration names.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -76,12 +85,118 @@ async fn ensure_default_tenant(store: &dyn Store) -> anyhow::Result<()> {
     }
 }
 
-/// The HTTP application over `store`.
-pub fn router(store: Arc<dyn Store>, config: &Config) -> Router {
+/// The master key: from the configuration, else from (or generated into)
+/// `<data_dir>/master.key`.
+pub fn master_key(config: &Config) -> anyhow::Result<MasterKey> {
+    match &config.auth.master_key {
+        Some(key) => MasterKey::from_base64(key).context("auth.master_key is not valid"),
+        None => {
+            let path = config.data_dir.join("master.key");
+            MasterKey::load_or_create(&path)
+                .with_context(|| format!("cannot read or create {}", path.display()))
+        }
+    }
+}
+
+/// The settings of the authentication services.
+pub fn auth_config(config: &Config) -> anyhow::Result<AuthConfig> {
+    let a = &config.auth;
+    let secs = |s: u64| TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+    Ok(AuthConfig {
+        argon2: Argon2Params {
+            m_cost_kib: a.argon2_memory_kib,
+            t_cost: a.argon2_iterations,
+            p_cost: a.argon2_parallelism,
+        },
+        hash_threads: a.hash_threads,
+        hash_queue: a.hash_queue,
+        public_url: a.public_url.trim_end_matches('/').to_owned(),
+        signing_algorithm: a
+            .signing_algorithm
+            .parse::<SigningAlgorithm>()
+            .map_err(|_| anyhow::anyhow!("auth.signing_algorithm must be EdDSA or ES256"))?,
+        access_token_ttl: secs(a.access_token_ttl_seconds),
+        session_ttl: secs(a.session_ttl_hours.saturating_mul(3600)),
+        lockout: LockoutPolicy {
+            threshold: a.lockout_threshold,
+            window: secs(a.lockout_window_seconds),
+            duration: secs(a.lockout_duration_seconds),
+        },
+        ip_requests_per_minute: a.ip_requests_per_minute,
+        ip_failure_limit: a.ip_failure_limit,
+        emails_per_address_per_hour: a.emails_per_address_per_hour,
+        secure_cookies: a.secure_cookies,
+        ..AuthConfig::default()
+    })
+}
+
+/// The mailer the configuration names.
+pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+    let m = &config.mail;
+    Ok(match m.transport {
+        MailTransport::Dev => {
+            Arc::new(DevMailer::new(config.data_dir.join("mail"), m.from.clone()))
+        }
+        MailTransport::Smtp => Arc::new(
+            SmtpMailer::new(SmtpSettings {
+                host: m.smtp_host.clone(),
+                port: m.smtp_port,
+                tls: match m.smtp_tls {
+                    SmtpTlsMode::Tls => SmtpTls::Required,
+                    SmtpTlsMode::Starttls => SmtpTls::StartTls,
+                    SmtpTlsMode::None => SmtpTls::None,
+                },
+                username: m.smtp_username.clone(),
+                password: m.smtp_password.clone().map(SecretString::from),
+                from: m.from.clone(),
+                timeout: Duration::from_secs(15),
+            })
+            .context("invalid mail settings")?,
+        ),
+    })
+}
+
+/// The HTTP application over a prepared `store`; `mailer` replaces the configured one
+/// (the test suite reads messages from memory).
+pub async fn router(
+    store: Arc<dyn Store>,
+    config: &Config,
+    mailer_override: Option<Arc<dyn Mailer>>,
+) -> anyhow::Result<Router> {
     let settings = HttpSettings {
         max_body_bytes: config.http.max_body_bytes,
     };
-    api::app(AppState::new(store), &settings)
+    let mailer = match mailer_override {
+        Some(m) => m,
+        None => mailer(config)?,
+    };
+    let auth = AuthService::start(
+        store.clone(),
+        master_key(config)?,
+        mailer,
+        auth_config(config)?,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start authentication: {e}"))?;
+    spawn_housekeeping(Arc::downgrade(&auth));
+    Ok(api::app(AppState::new(store, auth), &settings))
+}
+
+/// Every minute: picks up signing keys added by another replica or by `portcullis keys
+/// rotate`, and forgets idle rate-limit state. Stops when the service is dropped.
+fn spawn_housekeeping(auth: std::sync::Weak<AuthService>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(auth) = auth.upgrade() else { break };
+            if let Err(e) = auth.reload_keys().await {
+                tracing::warn!(error = %e, "could not reload signing keys");
+            }
+            auth.prune_rate_limits();
+        }
+    });
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits up to `grace` for

@@ -48,9 +48,25 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Token-signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Development tools.
     #[command(subcommand)]
     Dev(DevCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new signing key that replaces the current one. The old key stays in the
+    /// JWKS until the tokens it signed have expired; running servers switch within a minute.
+    Rotate {
+        /// `EdDSA` or `ES256`; default: the configured algorithm.
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// List the signing keys.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Tenant(c) => tenant(store.as_ref(), c, cli.json).await,
                 Command::ApiKey(c) => api_key(store.as_ref(), c, cli.json).await,
+                Command::Keys(c) => keys_command(store.as_ref(), &config, c, cli.json).await,
                 Command::Dev(DevCommand::Seed {
                     tenant,
                     users,
@@ -201,7 +218,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %target, "portcullis listening on http://{addr}");
-    let router = app::router(store, &config);
+    let router = app::router(store, &config, None).await?;
     app::serve(
         listener,
         router,
@@ -209,6 +226,54 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.http.shutdown_grace_seconds),
     )
     .await
+}
+
+async fn keys_command(
+    store: &dyn Store,
+    config: &Config,
+    c: KeysCommand,
+    json: bool,
+) -> anyhow::Result<()> {
+    match c {
+        KeysCommand::Rotate { algorithm } => {
+            let algorithm = algorithm
+                .as_deref()
+                .unwrap_or(&config.auth.signing_algorithm)
+                .parse::<portcullis_auth::keys::SigningAlgorithm>()
+                .map_err(|_| anyhow::anyhow!("--algorithm must be EdDSA or ES256"))?;
+            let master = app::master_key(config)?;
+            let key = portcullis_auth::service::rotate_signing_key(store, &master, algorithm)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot rotate: {e}"))?;
+            print(
+                json,
+                &json!({"kid": key.kid, "algorithm": key.algorithm, "created_at": key.created_at}),
+                &format!("new signing key {} ({})", key.kid, key.algorithm),
+            );
+        }
+        KeysCommand::List => {
+            let keys = store.list_signing_keys().await?;
+            let rows: Vec<serde_json::Value> = keys
+                .iter()
+                .map(|k| json!({"kid": k.kid, "algorithm": k.algorithm, "created_at": k.created_at, "retired_at": k.retired_at}))
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for k in &keys {
+                    let state = match k.retired_at {
+                        None => "current".to_owned(),
+                        Some(at) => format!("retired {at}"),
+                    };
+                    println!(
+                        "{}  {}  created {}  {state}",
+                        k.kid, k.algorithm, k.created_at
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tenant_json(t: &Tenant) -> serde_json::Value {

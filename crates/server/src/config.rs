@@ -31,6 +31,112 @@ pub struct Config {
     pub log_level: String,
     pub database: DatabaseConfig,
     pub http: HttpConfig,
+    pub auth: AuthSection,
+    pub mail: MailSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Base URL of this server as users reach it: token issuers are `<public_url>/t/<tenant
+    /// id>`, and emailed links point under it.
+    pub public_url: String,
+    /// Base64 of 32 bytes that encrypts signing keys and TOTP secrets at rest. Default: a
+    /// key generated into `<data_dir>/master.key` on first start. Replicas sharing a
+    /// database must share it.
+    pub master_key: Option<String>,
+    /// `EdDSA` (Ed25519, default) or `ES256`.
+    pub signing_algorithm: String,
+    /// Argon2id memory in KiB (OWASP: 19456), iterations (2) and lanes (1).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Password-hashing threads; 0 = one per core.
+    pub hash_threads: usize,
+    /// Hashing jobs that may wait before sign-ins get 503 with Retry-After.
+    pub hash_queue: usize,
+    pub access_token_ttl_seconds: u64,
+    pub session_ttl_hours: u64,
+    /// Failures within the window that lock an account, and for how long.
+    pub lockout_threshold: u32,
+    pub lockout_window_seconds: u64,
+    pub lockout_duration_seconds: u64,
+    /// Per-IP request limit of the sign-in endpoints (0 = off).
+    pub ip_requests_per_minute: u32,
+    /// Failed sign-ins from one IP within the lockout window before it gets 429 (0 = off).
+    pub ip_failure_limit: u32,
+    pub emails_per_address_per_hour: u32,
+    /// `Secure` attribute on session cookies.
+    pub secure_cookies: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            public_url: "http://localhost:8080".to_owned(),
+            master_key: None,
+            signing_algorithm: "EdDSA".to_owned(),
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            hash_threads: 0,
+            hash_queue: 64,
+            access_token_ttl_seconds: 600,
+            session_ttl_hours: 720,
+            lockout_threshold: 5,
+            lockout_window_seconds: 900,
+            lockout_duration_seconds: 900,
+            ip_requests_per_minute: 120,
+            ip_failure_limit: 50,
+            emails_per_address_per_hour: 5,
+            secure_cookies: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Messages go to the log and to `<data_dir>/mail/` (development).
+    Dev,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsMode {
+    /// Implicit TLS (port 465).
+    Tls,
+    /// STARTTLS, required (port 587).
+    Starttls,
+    /// Plain text: only for a relay on the same host.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSection {
+    pub transport: MailTransport,
+    pub from: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub smtp_tls: SmtpTlsMode,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<String>,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        Self {
+            transport: MailTransport::Dev,
+            from: "Portcullis <no-reply@localhost>".to_owned(),
+            smtp_host: "localhost".to_owned(),
+            smtp_port: 587,
+            smtp_tls: SmtpTlsMode::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +165,8 @@ impl Default for Config {
             log_level: "info".to_owned(),
             database: DatabaseConfig::default(),
             http: HttpConfig::default(),
+            auth: AuthSection::default(),
+            mail: MailSection::default(),
         }
     }
 }
@@ -97,7 +205,44 @@ pub const ENV_VARS: &[&str] = &[
     "PORTCULLIS_DATABASE_MAX_CONNECTIONS",
     "PORTCULLIS_HTTP_MAX_BODY_BYTES",
     "PORTCULLIS_HTTP_SHUTDOWN_GRACE_SECONDS",
+    "PORTCULLIS_PUBLIC_URL",
+    "PORTCULLIS_MASTER_KEY",
+    "PORTCULLIS_AUTH_SIGNING_ALGORITHM",
+    "PORTCULLIS_AUTH_ARGON2_MEMORY_KIB",
+    "PORTCULLIS_AUTH_ARGON2_ITERATIONS",
+    "PORTCULLIS_AUTH_ARGON2_PARALLELISM",
+    "PORTCULLIS_AUTH_HASH_THREADS",
+    "PORTCULLIS_AUTH_HASH_QUEUE",
+    "PORTCULLIS_AUTH_ACCESS_TOKEN_TTL_SECONDS",
+    "PORTCULLIS_AUTH_SESSION_TTL_HOURS",
+    "PORTCULLIS_AUTH_LOCKOUT_THRESHOLD",
+    "PORTCULLIS_AUTH_LOCKOUT_WINDOW_SECONDS",
+    "PORTCULLIS_AUTH_LOCKOUT_DURATION_SECONDS",
+    "PORTCULLIS_AUTH_IP_REQUESTS_PER_MINUTE",
+    "PORTCULLIS_AUTH_IP_FAILURE_LIMIT",
+    "PORTCULLIS_AUTH_EMAILS_PER_ADDRESS_PER_HOUR",
+    "PORTCULLIS_AUTH_SECURE_COOKIES",
+    "PORTCULLIS_MAIL_TRANSPORT",
+    "PORTCULLIS_MAIL_FROM",
+    "PORTCULLIS_MAIL_SMTP_HOST",
+    "PORTCULLIS_MAIL_SMTP_PORT",
+    "PORTCULLIS_MAIL_SMTP_TLS",
+    "PORTCULLIS_MAIL_SMTP_USERNAME",
+    "PORTCULLIS_MAIL_SMTP_PASSWORD",
 ];
+
+/// Parses a value with `FromStr`, or names what was expected.
+fn num<T: std::str::FromStr>(key: &str, value: &str, what: &str) -> anyhow::Result<T> {
+    value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("environment variable {key}: must be {what}"))
+}
+
+/// Parses a TOML-style enum value (`"dev"`, `"smtp"`…) through serde.
+fn enum_value<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> anyhow::Result<T> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(value))
+        .map_err(|e| anyhow::anyhow!("environment variable {key}: {e}"))
+}
 
 impl Config {
     /// Loads defaults ← file ← the process environment.
@@ -170,6 +315,63 @@ impl Config {
                         .parse()
                         .map_err(|_| bad("must be a non-negative integer"))?
                 }
+                "PUBLIC_URL" => self.auth.public_url = value,
+                "MASTER_KEY" => self.auth.master_key = Some(value).filter(|v| !v.is_empty()),
+                "AUTH_SIGNING_ALGORITHM" => self.auth.signing_algorithm = value,
+                "AUTH_ARGON2_MEMORY_KIB" => {
+                    self.auth.argon2_memory_kib = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_ARGON2_ITERATIONS" => {
+                    self.auth.argon2_iterations = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_ARGON2_PARALLELISM" => {
+                    self.auth.argon2_parallelism = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_HASH_THREADS" => {
+                    self.auth.hash_threads = num(&key, &value, "a non-negative integer")?
+                }
+                "AUTH_HASH_QUEUE" => {
+                    self.auth.hash_queue = num(&key, &value, "a non-negative integer")?
+                }
+                "AUTH_ACCESS_TOKEN_TTL_SECONDS" => {
+                    self.auth.access_token_ttl_seconds = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_SESSION_TTL_HOURS" => {
+                    self.auth.session_ttl_hours = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_LOCKOUT_THRESHOLD" => {
+                    self.auth.lockout_threshold = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_LOCKOUT_WINDOW_SECONDS" => {
+                    self.auth.lockout_window_seconds = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_LOCKOUT_DURATION_SECONDS" => {
+                    self.auth.lockout_duration_seconds = num(&key, &value, "a positive integer")?
+                }
+                "AUTH_IP_REQUESTS_PER_MINUTE" => {
+                    self.auth.ip_requests_per_minute = num(&key, &value, "a non-negative integer")?
+                }
+                "AUTH_IP_FAILURE_LIMIT" => {
+                    self.auth.ip_failure_limit = num(&key, &value, "a non-negative integer")?
+                }
+                "AUTH_EMAILS_PER_ADDRESS_PER_HOUR" => {
+                    self.auth.emails_per_address_per_hour =
+                        num(&key, &value, "a non-negative integer")?
+                }
+                "AUTH_SECURE_COOKIES" => {
+                    self.auth.secure_cookies = num(&key, &value, "true or false")?
+                }
+                "MAIL_TRANSPORT" => self.mail.transport = enum_value(&key, &value)?,
+                "MAIL_FROM" => self.mail.from = value,
+                "MAIL_SMTP_HOST" => self.mail.smtp_host = value,
+                "MAIL_SMTP_PORT" => self.mail.smtp_port = num(&key, &value, "a port number")?,
+                "MAIL_SMTP_TLS" => self.mail.smtp_tls = enum_value(&key, &value)?,
+                "MAIL_SMTP_USERNAME" => {
+                    self.mail.smtp_username = Some(value).filter(|v| !v.is_empty())
+                }
+                "MAIL_SMTP_PASSWORD" => {
+                    self.mail.smtp_password = Some(value).filter(|v| !v.is_empty())
+                }
                 _ => bail!(
                     "unknown environment variable {key}; known: {}",
                     ENV_VARS.join(", ")
@@ -185,6 +387,33 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
+        }
+        let a = &self.auth;
+        if !(a.public_url.starts_with("http://") || a.public_url.starts_with("https://")) {
+            bail!("auth.public_url must be an http:// or https:// URL");
+        }
+        a.signing_algorithm
+            .parse::<portcullis_auth::keys::SigningAlgorithm>()
+            .map_err(|_| anyhow::anyhow!("auth.signing_algorithm must be EdDSA or ES256"))?;
+        if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1)
+            || a.argon2_iterations == 0
+            || a.argon2_parallelism == 0
+        {
+            bail!("auth.argon2_* parameters are out of range");
+        }
+        if a.access_token_ttl_seconds < 30 || a.access_token_ttl_seconds > 86_400 {
+            bail!("auth.access_token_ttl_seconds must be between 30 and 86400");
+        }
+        if a.session_ttl_hours == 0
+            || a.lockout_threshold == 0
+            || a.lockout_window_seconds == 0
+            || a.lockout_duration_seconds == 0
+        {
+            bail!("auth session and lockout settings must be positive");
+        }
+        if let Some(key) = &a.master_key {
+            portcullis_auth::keys::MasterKey::from_base64(key)
+                .map_err(|_| anyhow::anyhow!("auth.master_key must be base64 of 32 bytes"))?;
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("log_level {:?} is not a valid filter", self.log_level))?;
@@ -212,6 +441,12 @@ impl Config {
     pub fn redacted_toml(&self) -> anyhow::Result<String> {
         let mut shown = self.clone();
         shown.database_url = shown.database_url.as_deref().map(redact_url);
+        if shown.auth.master_key.is_some() {
+            shown.auth.master_key = Some("****".to_owned());
+        }
+        if shown.mail.smtp_password.is_some() {
+            shown.mail.smtp_password = Some("****".to_owned());
+        }
         Ok(toml::to_string_pretty(&shown)?)
     }
 }

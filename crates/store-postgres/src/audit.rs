@@ -43,6 +43,44 @@ pub(crate) async fn insert(conn: &mut PgConnection, ev: &AuditEvent) -> Result<(
     Ok(())
 }
 
+/// Events per statement of [`insert_all`] (13 parameters each, under the protocol's limit
+/// of 65,535).
+const INSERT_BATCH: usize = 1_000;
+
+/// Appends `events` in the caller's transaction, in as few statements as possible.
+pub(crate) async fn insert_all(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<()> {
+    if let [ev] = events {
+        return insert(conn, ev).await;
+    }
+    for batch in events.chunks(INSERT_BATCH) {
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
+             entity_type, entity_id, before, after, ip, user_agent, request_id) ",
+        );
+        qb.push_values(batch, |mut b, ev| {
+            b.push_bind(ev.id.into_uuid())
+                .push_bind(ev.tenant_id.into_uuid())
+                .push_bind(ev.occurred_at)
+                .push_bind(ev.actor_type.as_str())
+                .push_bind(ev.actor_id)
+                .push_bind(ev.action.as_str())
+                .push_bind(ev.entity_type.as_str())
+                .push_bind(ev.entity_id)
+                .push_bind(ev.before.as_ref())
+                .push_bind(ev.after.as_ref())
+                .push_bind(ev.ip.as_deref())
+                .push_bind(ev.user_agent.as_deref())
+                .push_bind(ev.request_id.as_deref());
+        });
+        qb.build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
 impl PgStore {
     pub(crate) async fn list_audit_events_impl(
         &self,

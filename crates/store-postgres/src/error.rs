@@ -37,7 +37,8 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
 }
 
 /// Like [`db`], but turning violations of the named constraints into the domain's
-/// conflicts (duplicate slug, email, username) and unknown tenants.
+/// conflicts (duplicate slug, email, username, secret, key id) and unknown tenants, users
+/// and sessions.
 pub(crate) fn write(e: sqlx::Error) -> Error {
     if let sqlx::Error::Database(d) = &e {
         let constraint = d.constraint().unwrap_or_default();
@@ -64,11 +65,34 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
                         "a user with this username already exists in the tenant",
                     )
                 }
+                "sessions_pkey" => {
+                    return conflict("session_exists", None, "a session with this id exists")
+                }
+                "sessions_cookie_hash_key" | "refresh_tokens_pkey" | "one_time_tokens_pkey" => {
+                    return conflict("secret_exists", None, "this secret is already stored")
+                }
+                "signing_keys_pkey" => {
+                    return conflict(
+                        "kid_taken",
+                        Some("kid"),
+                        "a signing key with this id exists",
+                    )
+                }
                 _ => {}
             }
         }
-        if d.is_foreign_key_violation() && constraint == "api_keys_tenant_id_fkey" {
-            return Error::NotFound { entity: "tenant" };
+        if d.is_foreign_key_violation() {
+            // Foreign keys are named `<table>_<column>_fkey` (PostgreSQL's default, spelled
+            // out in the migrations).
+            if constraint.ends_with("_tenant_id_fkey") {
+                return Error::NotFound { entity: "tenant" };
+            }
+            if constraint.ends_with("_user_id_fkey") {
+                return Error::NotFound { entity: "user" };
+            }
+            if constraint.ends_with("_session_id_fkey") {
+                return Error::NotFound { entity: "session" };
+            }
         }
     }
     db(e)

@@ -1,4 +1,5 @@
-//! The PostgreSQL implementation of [`domain::Store`].
+//! The PostgreSQL implementation of [`domain::Store`] (and of [`domain::AuthStore`], in
+//! `auth`).
 //!
 //! Every mutation runs in one transaction together with its audit event. Queries are built
 //! at run time (`sqlx::query` + manual row mapping); the schema lives in `migrations/`.
@@ -6,6 +7,9 @@
 
 mod api_keys;
 mod audit;
+mod auth;
+#[cfg(test)]
+mod auth_tests;
 mod error;
 mod rows;
 mod tenants;

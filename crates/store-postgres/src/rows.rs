@@ -2,11 +2,14 @@
 
 use std::str::FromStr;
 
-use domain::api_keys::ApiKey;
+use domain::api_keys::{ApiKey, KeyHash};
 use domain::audit::{ActorType, AuditEvent};
+use domain::auth::{
+    Credentials, OneTimeToken, Session, SessionKind, SigningKeyRecord, TokenPurpose, TotpCredential,
+};
 use domain::tenants::{Plan, Tenant, TenantStatus};
 use domain::users::{User, UserStatus};
-use domain::{ApiKeyId, AuditEventId, Result, TenantId, UserId};
+use domain::{ApiKeyId, AuditEventId, Result, SessionId, TenantId, UserId};
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -27,6 +30,25 @@ pub(crate) const USER_COLUMNS: &str = "id, tenant_id, email, username, full_name
 
 pub(crate) const AUDIT_COLUMNS: &str = "id, tenant_id, occurred_at, actor_type, actor_id, \
      action, entity_type, entity_id, before, after, ip, user_agent, request_id";
+
+pub(crate) const SESSION_COLUMNS: &str = "id, tenant_id, user_id, kind, device_label, ip, \
+     user_agent, amr, mfa_level, created_at, last_seen_at, expires_at, revoked_at, revoke_reason";
+
+/// The credential columns of `user_credentials c`, and whether `u` (the user) has a
+/// confirmed TOTP enrolment. With a `LEFT JOIN`, a user without a row reads as empty.
+pub(crate) const CREDENTIAL_COLUMNS: &str = "c.password_hash, c.password_changed_at, \
+     c.must_change_password, c.email_verified_at, c.failed_count, c.failed_window_start, \
+     c.locked_until, EXISTS (SELECT 1 FROM totp_credentials t WHERE t.tenant_id = u.tenant_id \
+     AND t.user_id = u.id AND t.confirmed_at IS NOT NULL) AS totp_enabled";
+
+pub(crate) const ONE_TIME_TOKEN_COLUMNS: &str = "hash, tenant_id, purpose, user_id, email, data, \
+     created_at, expires_at, used_at, attempts";
+
+pub(crate) const TOTP_COLUMNS: &str =
+    "tenant_id, user_id, secret_ciphertext, confirmed_at, last_used_step, created_at";
+
+pub(crate) const SIGNING_KEY_COLUMNS: &str =
+    "kid, algorithm, private_key_ciphertext, public_jwk, created_at, retired_at";
 
 fn parse<T: FromStr>(what: &str, s: &str) -> Result<T> {
     s.parse().map_err(|_| corrupt(what, s))
@@ -114,6 +136,96 @@ pub(crate) fn audit_event(row: &PgRow) -> Result<AuditEvent> {
         ip: get(row, "ip")?,
         user_agent: get(row, "user_agent")?,
         request_id: get(row, "request_id")?,
+    })
+}
+
+pub(crate) fn session(row: &PgRow) -> Result<Session> {
+    let kind: String = get(row, "kind")?;
+    let mfa_level: i16 = get(row, "mfa_level")?;
+    Ok(Session {
+        id: SessionId::from_uuid(get(row, "id")?),
+        tenant_id: TenantId::from_uuid(get(row, "tenant_id")?),
+        user_id: UserId::from_uuid(get(row, "user_id")?),
+        kind: parse::<SessionKind>("session kind", &kind)?,
+        device_label: get(row, "device_label")?,
+        ip: get(row, "ip")?,
+        user_agent: get(row, "user_agent")?,
+        amr: get(row, "amr")?,
+        mfa_level: u8::try_from(mfa_level)
+            .map_err(|_| corrupt("MFA level", &mfa_level.to_string()))?,
+        created_at: get(row, "created_at")?,
+        last_seen_at: get(row, "last_seen_at")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+        revoke_reason: get(row, "revoke_reason")?,
+    })
+}
+
+fn count(what: &str, n: i32) -> Result<u32> {
+    u32::try_from(n).map_err(|_| corrupt(what, &n.to_string()))
+}
+
+/// The credentials of [`CREDENTIAL_COLUMNS`] (all NULL when the user has no row).
+pub(crate) fn credentials(
+    row: &PgRow,
+    tenant_id: TenantId,
+    user_id: UserId,
+) -> Result<Credentials> {
+    let failed_count: Option<i32> = get(row, "failed_count")?;
+    let must_change: Option<bool> = get(row, "must_change_password")?;
+    Ok(Credentials {
+        tenant_id,
+        user_id,
+        password_hash: get(row, "password_hash")?,
+        password_changed_at: get(row, "password_changed_at")?,
+        must_change_password: must_change.unwrap_or(false),
+        email_verified_at: get(row, "email_verified_at")?,
+        failed_count: count("failed count", failed_count.unwrap_or(0))?,
+        failed_window_start: get(row, "failed_window_start")?,
+        locked_until: get(row, "locked_until")?,
+        totp_enabled: get(row, "totp_enabled")?,
+    })
+}
+
+pub(crate) fn one_time_token(row: &PgRow) -> Result<OneTimeToken> {
+    let purpose: String = get(row, "purpose")?;
+    let user: Option<uuid::Uuid> = get(row, "user_id")?;
+    let data: Json<Value> = get(row, "data")?;
+    let attempts: i32 = get(row, "attempts")?;
+    Ok(OneTimeToken {
+        hash: KeyHash::from_hex(get(row, "hash")?),
+        tenant_id: TenantId::from_uuid(get(row, "tenant_id")?),
+        purpose: parse::<TokenPurpose>("token purpose", &purpose)?,
+        user_id: user.map(UserId::from_uuid),
+        email: get(row, "email")?,
+        data: data.0,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        used_at: get(row, "used_at")?,
+        attempts: count("token attempts", attempts)?,
+    })
+}
+
+pub(crate) fn totp(row: &PgRow) -> Result<TotpCredential> {
+    Ok(TotpCredential {
+        tenant_id: TenantId::from_uuid(get(row, "tenant_id")?),
+        user_id: UserId::from_uuid(get(row, "user_id")?),
+        secret_ciphertext: get(row, "secret_ciphertext")?,
+        confirmed_at: get(row, "confirmed_at")?,
+        last_used_step: get(row, "last_used_step")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+pub(crate) fn signing_key(row: &PgRow) -> Result<SigningKeyRecord> {
+    let jwk: Json<Value> = get(row, "public_jwk")?;
+    Ok(SigningKeyRecord {
+        kid: get(row, "kid")?,
+        algorithm: get(row, "algorithm")?,
+        private_key_ciphertext: get(row, "private_key_ciphertext")?,
+        public_jwk: jwk.0,
+        created_at: get(row, "created_at")?,
+        retired_at: get(row, "retired_at")?,
     })
 }
 

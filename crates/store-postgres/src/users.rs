@@ -1,11 +1,15 @@
-//! Users: creation under the tenant's quota, the manager invariants, optimistic concurrency,
-//! soft deletion, bulk seeding and keyset-paginated listing.
+//! Users: creation under the tenant's quota (with an initial password, if any), the manager
+//! invariants, optimistic concurrency, soft deletion, bulk seeding and keyset-paginated
+//! listing. Blocking, suspending, deactivating or deleting a user revokes their sessions in
+//! the same transaction.
 
 use std::collections::HashSet;
 
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
+use domain::auth::NewPassword;
 use domain::users::{
     DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
+    UserStatus,
 };
 use domain::{Error, Page, Result, TenantId, UserId};
 use serde_json::json;
@@ -17,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::{db, invalid_cursor, write};
 use crate::rows::{self, search_lexemes, search_tsquery, USER_COLUMNS};
-use crate::{audit, PgStore};
+use crate::{audit, auth, PgStore};
 
 /// The sort key of `sort=last_login`; must match the expression of
 /// `users_tenant_last_login_idx` exactly for the index to serve it.
@@ -69,6 +73,17 @@ const MANAGER_LOCK_NAMESPACE: i32 = 0x5043_4D47;
 
 fn not_found() -> Error {
     Error::NotFound { entity: "user" }
+}
+
+/// The reason the sessions of a user in `status` are revoked with, when that status may not
+/// sign in.
+fn revoke_reason(status: UserStatus) -> Option<&'static str> {
+    match status {
+        UserStatus::Blocked => Some("user_blocked"),
+        UserStatus::Suspended => Some("user_suspended"),
+        UserStatus::Inactive => Some("user_inactive"),
+        UserStatus::Pending | UserStatus::Active => None,
+    }
 }
 
 fn bind_user<'q>(
@@ -429,32 +444,50 @@ impl PgStore {
         new: NewUser,
         ctx: &AuditContext,
     ) -> Result<User> {
+        self.create_user_with_password_impl(tenant, new, None, actions::USER_CREATE, ctx)
+            .await
+    }
+
+    /// Creates a user (with an initial password, if given) and its `action` audit event.
+    /// The quota, uniqueness and manager checks are those of every user creation.
+    pub(crate) async fn create_user_with_password_impl(
+        &self,
+        tenant: TenantId,
+        new: NewUser,
+        password: Option<NewPassword>,
+        action: &'static str,
+        ctx: &AuditContext,
+    ) -> Result<User> {
         let now = domain::time::now();
         let user = new.into_user(tenant, now);
-        let ev = AuditEvent::user_change(ctx, actions::USER_CREATE, None, &user, now);
+        let ev = AuditEvent::user_change(ctx, action, None, &user, now);
 
-        // The common case, a tenant without a quota, in one statement (atomic by itself):
-        // the user and its event are inserted only if the tenant exists, has no quota, and
-        // the manager (if any) is a non-deleted user of the tenant.
-        let q = bind_user(sqlx::query(CREATE_USER_UNLIMITED), &user);
-        let row = audit::bind_event(q, &ev)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(write)?;
-        let tenant_found: bool = row.try_get("tenant_found").map_err(db)?;
-        let limited: bool = row.try_get("limited").map_err(db)?;
-        let inserted: i64 = row.try_get("inserted").map_err(db)?;
-        if !tenant_found {
-            return Err(Error::NotFound { entity: "tenant" });
-        }
-        if inserted == 1 {
-            return Ok(user);
-        }
-        if !limited {
-            return Err(unknown_manager());
+        // The common case, a tenant without a quota and a user without a password, in one
+        // statement (atomic by itself): the user and its event are inserted only if the
+        // tenant exists, has no quota, and the manager (if any) is a non-deleted user of
+        // the tenant.
+        if password.is_none() {
+            let q = bind_user(sqlx::query(CREATE_USER_UNLIMITED), &user);
+            let row = audit::bind_event(q, &ev)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(write)?;
+            let tenant_found: bool = row.try_get("tenant_found").map_err(db)?;
+            let limited: bool = row.try_get("limited").map_err(db)?;
+            let inserted: i64 = row.try_get("inserted").map_err(db)?;
+            if !tenant_found {
+                return Err(Error::NotFound { entity: "tenant" });
+            }
+            if inserted == 1 {
+                return Ok(user);
+            }
+            if !limited {
+                return Err(unknown_manager());
+            }
         }
 
-        // A tenant with a quota: lock it, count, insert.
+        // A tenant with a quota, or a password to store: lock the tenant if it has a quota,
+        // count, insert.
         let mut tx = self.pool.begin().await.map_err(db)?;
         let q = quota_locked_if_limited(&mut tx, tenant)
             .await?
@@ -464,6 +497,9 @@ impl PgStore {
             check_manager(&mut tx, tenant, m).await?;
         }
         insert_user(&mut tx, &user).await?;
+        if let Some(p) = &password {
+            auth::store_password(&mut tx, tenant, user.id, p, now).await?;
+        }
         audit::insert(&mut tx, &ev).await?;
         tx.commit().await.map_err(db)?;
         Ok(user)
@@ -659,6 +695,26 @@ impl PgStore {
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
         audit::insert(&mut tx, &ev).await?;
+        // A user who may no longer sign in loses their sessions. The user row stays locked
+        // until the commit, so no session can be created in between (`create_session`
+        // updates that row, and refuses such a user).
+        if after.status != before.status {
+            if let Some(reason) = revoke_reason(after.status) {
+                auth::revoke_all_sessions(&mut tx, tenant, id, reason, now, ctx).await?;
+            }
+        }
+        // A verification was of the old address.
+        if after.email_normalized() != before.email_normalized() {
+            sqlx::query(
+                "UPDATE user_credentials SET email_verified_at = NULL \
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant.into_uuid())
+            .bind(id.into_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(after)
     }
@@ -678,6 +734,7 @@ impl PgStore {
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
         audit::insert(&mut tx, &ev).await?;
+        auth::revoke_all_sessions(&mut tx, tenant, id, "user_deleted", now, ctx).await?;
         tx.commit().await.map_err(db)?;
         Ok(after)
     }

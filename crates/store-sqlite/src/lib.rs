@@ -1,4 +1,5 @@
-//! The SQLite implementation of [`domain::Store`].
+//! The SQLite implementation of [`domain::Store`] (its authentication part,
+//! [`domain::AuthStore`], lives in `auth`).
 //!
 //! One database file in WAL mode, reached through two pools: a writer pool of exactly one
 //! connection that every mutation goes through (so a transaction that reads and then writes
@@ -7,8 +8,10 @@
 //! concurrently with the writer.
 //!
 //! Every mutation runs in one transaction on the writer together with its audit event, and
-//! enforces the invariants listed on [`domain::Store`] inside that transaction.
+//! enforces the invariants listed on [`domain::Store`] and [`domain::AuthStore`] inside that
+//! transaction.
 
+mod auth;
 mod convert;
 
 use std::path::Path;
@@ -27,7 +30,7 @@ use domain::users::{
     DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
 };
 use domain::values::SearchQuery;
-use domain::{Error, Store};
+use domain::{AuthStore, Error, Store};
 use serde_json::json;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -791,19 +794,9 @@ impl Store for SqliteStore {
         new: NewUser,
         ctx: &AuditContext,
     ) -> domain::Result<User> {
-        let now = now();
-        let user = new.into_user(tenant, now);
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let (t, active) = load_tenant(&mut tx, tenant).await?;
-        check_quota(&t, active)?;
-        if let Some(m) = user.manager_id {
-            check_manager_exists(&mut tx, tenant, m).await?;
-        }
-        insert_users(&mut tx, "users", tenant, std::slice::from_ref(&user)).await?;
-        let ev = AuditEvent::user_change(ctx, actions::USER_CREATE, None, &user, now);
-        insert_audit(&mut tx, &ev).await?;
-        tx.commit().await.map_err(write_err)?;
-        Ok(user)
+        // The same transaction as a creation with a password, without one.
+        self.create_user_with_password(tenant, new, None, actions::USER_CREATE, ctx)
+            .await
     }
 
     async fn seed_users(
@@ -910,6 +903,7 @@ impl Store for SqliteStore {
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
+        auth::revoke_sessions_on_user_change(&mut tx, &before, &after, ctx, now).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
     }
@@ -928,6 +922,7 @@ impl Store for SqliteStore {
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
+        auth::revoke_sessions_on_user_change(&mut tx, &before, &after, ctx, now).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
     }
@@ -1004,3 +999,6 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod auth_tests;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use domain::Store;
 use portcullis::config::Config;
+pub use portcullis_auth::mailer::MemoryMailer;
 use reqwest::Method;
 use serde_json::Value;
 use store_postgres::PgStore;
@@ -101,6 +102,8 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     /// A platform-admin key of the `default` tenant.
     pub admin_key: String,
+    /// Every message the server sent.
+    pub mailer: MemoryMailer,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     db: Option<DbGuard>,
@@ -108,7 +111,25 @@ pub struct TestApp {
 
 /// Starts the server; `None` when the backend is not configured (PostgreSQL outside CI).
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    spawn_app_with(backend, Config::default()).await
+    spawn_app_with(backend, test_config()).await
+}
+
+/// The configuration of test servers: cheap argon2 parameters (the pool, the formats and
+/// the flows are the same; only the cost differs), no per-IP request limit (every test
+/// client is 127.0.0.1), a fresh master key instead of a file in the data directory.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.auth.argon2_memory_kib = 1024;
+    config.auth.argon2_iterations = 1;
+    config.auth.ip_requests_per_minute = 0;
+    config.auth.secure_cookies = false;
+    config.auth.master_key = Some(
+        secrecy::ExposeSecret::expose_secret(
+            &portcullis_auth::keys::MasterKey::generate().to_base64(),
+        )
+        .to_owned(),
+    );
+    config
 }
 
 /// Starts the server with the given configuration (its listen address and database are
@@ -126,7 +147,10 @@ pub async fn spawn_app_with(backend: Backend, config: Config) -> Option<TestApp>
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let router = portcullis::app::router(store.clone(), &config);
+    let mailer = MemoryMailer::new();
+    let router = portcullis::app::router(store.clone(), &config, Some(Arc::new(mailer.clone())))
+        .await
+        .expect("router");
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(portcullis::app::serve(
         listener,
@@ -145,6 +169,7 @@ pub async fn spawn_app_with(backend: Backend, config: Config) -> Option<TestApp>
             .expect("client"),
         store,
         admin_key: admin.expose().to_owned(),
+        mailer,
         shutdown: Some(tx),
         server: Some(server),
         db: Some(guard),

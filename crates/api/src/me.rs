@@ -1,0 +1,404 @@
+//! `/api/v1/me*`: the signed-in user's own profile, password, sessions and second factor.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use domain::auth::{ProfileField, RevokeScope, Session};
+use domain::users::{User, UserPatch};
+use domain::values::{AvatarUrl, DisplayName, Label, Language, Phone, Username};
+use domain::{FieldError, SessionId, ValidationErrors};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::UserCaller;
+use crate::extract::{ApiJson, ApiPath};
+use crate::parse::{patch, required_patch};
+use crate::problem::{ApiError, ApiResult, Problem};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_me, update_me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_sessions, revoke_other_sessions))
+        .routes(routes!(revoke_session))
+        .routes(routes!(enrol_totp, remove_totp))
+        .routes(routes!(confirm_totp))
+        .routes(routes!(regenerate_recovery_codes))
+}
+
+/// The signed-in user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub user: User,
+    /// Profile fields the tenant asks for that are still empty.
+    pub missing_profile_fields: Vec<ProfileField>,
+    pub email_verified: bool,
+    pub mfa_enabled: bool,
+    pub password_changed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The session of this request.
+    pub session_id: SessionId,
+}
+
+async fn me(state: &AppState, caller: &UserCaller) -> ApiResult<Me> {
+    let user = state
+        .store
+        .get_user(caller.tenant_id(), caller.user_id())
+        .await?;
+    let creds = state
+        .store
+        .get_credentials(caller.tenant_id(), caller.user_id())
+        .await?;
+    let settings = state.store.get_auth_settings(caller.tenant_id()).await?;
+    Ok(Me {
+        missing_profile_fields: settings.missing_profile_fields(&user),
+        email_verified: creds.email_verified_at.is_some(),
+        mfa_enabled: creds.totp_enabled,
+        password_changed_at: creds.password_changed_at,
+        session_id: caller.session.session_id,
+        user,
+    })
+}
+
+/// The signed-in user's profile.
+#[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Profile", body = Me),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_me(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Me>> {
+    Ok(Json(me(&state, &caller).await?))
+}
+
+/// Changes to one's own profile. `full_name`, `username`, `phone`, `language` and
+/// `avatar_url` are always the user's to change; organisational fields (`department`,
+/// `job_title`, `employee_id`, `cost_center`) only when the tenant asks for them in its
+/// profile fields. Email changes go through an administrator.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMe {
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub full_name: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub username: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub phone: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub language: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub avatar_url: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub department: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub job_title: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub employee_id: Option<Option<String>>,
+    #[serde(default, with = "::serde_with::rust::double_option")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub cost_center: Option<Option<String>>,
+}
+
+/// Update one's own profile.
+#[utoipa::path(patch, path = "/api/v1/me", tag = "me", request_body = UpdateMe,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated profile", body = Me),
+        (status = 403, description = "A field the tenant does not let users change", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_me(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    ApiJson(body): ApiJson<UpdateMe>,
+) -> ApiResult<Json<Me>> {
+    let settings = state.store.get_auth_settings(caller.tenant_id()).await?;
+    let allowed = |f: ProfileField| settings.profile_fields.contains(&f);
+    let mut refused = Vec::new();
+    for (field, present, name) in [
+        (
+            ProfileField::Department,
+            body.department.is_some(),
+            "department",
+        ),
+        (
+            ProfileField::JobTitle,
+            body.job_title.is_some(),
+            "job_title",
+        ),
+        (
+            ProfileField::EmployeeId,
+            body.employee_id.is_some(),
+            "employee_id",
+        ),
+        (
+            ProfileField::CostCenter,
+            body.cost_center.is_some(),
+            "cost_center",
+        ),
+    ] {
+        if present && !allowed(field) {
+            refused.push(FieldError::new(
+                name,
+                "not_self_service",
+                "an administrator sets this field",
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(ApiError::forbidden(
+            "field_not_self_service",
+            "some fields are set by administrators; see `errors`",
+        )
+        .errors(refused));
+    }
+    let mut errs = ValidationErrors::new();
+    let p = UserPatch {
+        full_name: required_patch(&mut errs, "full_name", body.full_name, DisplayName::parse),
+        username: patch(&mut errs, "username", body.username, Username::parse),
+        phone: patch(&mut errs, "phone", body.phone, Phone::parse),
+        language: patch(&mut errs, "language", body.language, Language::parse),
+        avatar_url: patch(&mut errs, "avatar_url", body.avatar_url, AvatarUrl::parse),
+        department: patch(&mut errs, "department", body.department, Label::parse),
+        job_title: patch(&mut errs, "job_title", body.job_title, Label::parse),
+        employee_id: patch(&mut errs, "employee_id", body.employee_id, Label::parse),
+        cost_center: patch(&mut errs, "cost_center", body.cost_center, Label::parse),
+        ..UserPatch::default()
+    };
+    errs.finish()?;
+    state
+        .store
+        .update_user(
+            caller.tenant_id(),
+            caller.user_id(),
+            p,
+            None,
+            &caller.audit(),
+        )
+        .await?;
+    Ok(Json(me(&state, &caller).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Change one's own password; the other sessions end.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "me", request_body = ChangePassword,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 422, description = "Wrong current password, or the policy refuses the new one", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn change_password(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    if body.current_password.len() > 1024 || body.new_password.len() > 1024 {
+        return Err(ApiError::validation(vec![FieldError::new(
+            "new_password",
+            "too_long",
+            "is too long",
+        )]));
+    }
+    state
+        .auth
+        .change_own_password(
+            &caller.session,
+            SecretString::from(body.current_password),
+            SecretString::from(body.new_password),
+            &caller.meta,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A session as its owner or an administrator sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    #[serde(flatten)]
+    pub session: Session,
+    /// Whether this is the session of the request.
+    pub current: bool,
+}
+
+/// The caller's active sessions, newest first.
+#[utoipa::path(get, path = "/api/v1/me/sessions", tag = "me", security(("bearer" = [])),
+    responses((status = 200, description = "Active sessions", body = [SessionView])))]
+async fn list_sessions(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> ApiResult<Json<Vec<SessionView>>> {
+    let sessions = state
+        .auth
+        .sessions(caller.tenant_id(), caller.user_id())
+        .await?;
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|s| SessionView {
+                current: s.id == caller.session.session_id,
+                session: s,
+            })
+            .collect(),
+    ))
+}
+
+/// How many sessions were revoked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revoked {
+    pub revoked: u64,
+}
+
+/// Sign out every other session of the caller.
+#[utoipa::path(delete, path = "/api/v1/me/sessions", tag = "me", security(("bearer" = [])),
+    responses((status = 200, description = "Revoked", body = Revoked)))]
+async fn revoke_other_sessions(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> ApiResult<Json<Revoked>> {
+    let revoked = state
+        .auth
+        .revoke(
+            caller.tenant_id(),
+            caller.user_id(),
+            RevokeScope::AllExcept(caller.session.session_id),
+            "revoked_by_user",
+            &caller.audit(),
+        )
+        .await?;
+    Ok(Json(Revoked { revoked }))
+}
+
+/// Sign out one of the caller's sessions (the current one too).
+#[utoipa::path(delete, path = "/api/v1/me/sessions/{id}", tag = "me",
+    params(("id" = uuid::Uuid, Path, description = "Session id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such active session of the caller", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn revoke_session(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    ApiPath(id): ApiPath<SessionId>,
+) -> ApiResult<StatusCode> {
+    state
+        .auth
+        .revoke(
+            caller.tenant_id(),
+            caller.user_id(),
+            RevokeScope::One(id),
+            "revoked_by_user",
+            &caller.audit(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A TOTP enrolment to scan.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpEnrolmentView {
+    /// `otpauth://totp/…` for authenticator apps (contains the secret).
+    pub otpauth_uri: String,
+    /// The same URI as a QR code, an SVG document.
+    pub qr_svg: String,
+}
+
+/// Start a TOTP enrolment; confirm it with a first code. Restarting replaces an
+/// unconfirmed enrolment.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Scan this", body = TotpEnrolmentView),
+        (status = 409, description = "TOTP already enrolled", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn enrol_totp(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> ApiResult<Json<TotpEnrolmentView>> {
+    let e = state.auth.enrol_totp(&caller.session, &caller.meta).await?;
+    Ok(Json(TotpEnrolmentView {
+        otpauth_uri: e.otpauth_uri,
+        qr_svg: e.qr_svg,
+    }))
+}
+
+/// Remove TOTP (and its recovery codes). Needs a session signed in with the second factor.
+#[utoipa::path(delete, path = "/api/v1/me/mfa/totp", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "The session did not use the second factor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No TOTP enrolled", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn remove_totp(State(state): State<AppState>, caller: UserCaller) -> ApiResult<StatusCode> {
+    state
+        .auth
+        .remove_totp(&caller.session, &caller.meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmTotp {
+    /// The current 6-digit code.
+    pub code: String,
+}
+
+/// Recovery codes, shown once: each signs in once in place of a TOTP code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
+}
+
+/// Confirm a TOTP enrolment with a first code; answers the ten recovery codes.
+#[utoipa::path(post, path = "/api/v1/me/mfa/totp/confirm", tag = "me", request_body = ConfirmTotp,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Enrolled", body = RecoveryCodes),
+        (status = 409, description = "No enrolment pending", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Wrong code", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn confirm_totp(
+    State(state): State<AppState>,
+    caller: UserCaller,
+    ApiJson(body): ApiJson<ConfirmTotp>,
+) -> ApiResult<Json<RecoveryCodes>> {
+    let recovery_codes = state
+        .auth
+        .confirm_totp(&caller.session, &body.code, &caller.meta)
+        .await?;
+    Ok(Json(RecoveryCodes { recovery_codes }))
+}
+
+/// Replace the recovery codes. Needs a session signed in with the second factor.
+#[utoipa::path(post, path = "/api/v1/me/mfa/recovery-codes", tag = "me", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "New codes; the old ones no longer work", body = RecoveryCodes),
+        (status = 403, description = "The session did not use the second factor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn regenerate_recovery_codes(
+    State(state): State<AppState>,
+    caller: UserCaller,
+) -> ApiResult<Json<RecoveryCodes>> {
+    let recovery_codes = state
+        .auth
+        .regenerate_recovery_codes(&caller.session, &caller.meta)
+        .await?;
+    Ok(Json(RecoveryCodes { recovery_codes }))
+}
