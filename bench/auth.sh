@@ -48,7 +48,15 @@
 #   BENCH_PG_URL=postgres://postgres@127.0.0.1:5432
 #                                   PostgreSQL server (no database name); the database
 #                                   `portcullis_bench` on it is dropped and re-created
+#   BENCH_PG_PARAMS=                connection parameters of the server's database URL,
+#                                   e.g. "sslmode=disable" (sqlx otherwise uses TLS when the
+#                                   PostgreSQL server offers it, even over loopback)
 #   BENCH_PORT=18080                port for the server (a free one is picked if taken)
+#   PG_ANALYZE=ANALYZE              SQL run on the PostgreSQL database before each HTTP
+#                                   scenario, as autovacuum would have on a live server (a
+#                                   test server may run without it; without statistics the
+#                                   planner scans whole tenants and all live sessions);
+#                                   empty to skip
 #   SKIP_BUILD=1                    use the existing target/release binaries
 # Needs: cargo, curl, python3, psql (for PostgreSQL).
 # The last PostgreSQL database is left in place for inspection; drop it with:
@@ -70,6 +78,8 @@ BENCH_PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
 BENCH_PG_URL=${BENCH_PG_URL%/}
 BENCH_PORT=${BENCH_PORT:-18080}
 PG_DB=portcullis_bench
+BENCH_PG_PARAMS=${BENCH_PG_PARAMS:-}
+PG_ANALYZE=${PG_ANALYZE-ANALYZE}
 
 # The server and `portcullis-bench hash-rate` both read these.
 export PORTCULLIS_AUTH_ARGON2_MEMORY_KIB=${PORTCULLIS_AUTH_ARGON2_MEMORY_KIB:-19456}
@@ -180,9 +190,10 @@ log "results in $OUT (backends: $BACKENDS; argon2id $ARGON2; ${DURATION}s per sc
     echo "backends: $BACKENDS; duration: ${DURATION}s; concurrency: $CONCURRENCY; refresh concurrency: $REFRESH_CONCURRENCY; warmup: ${WARMUP}s; users: $USERS; rate share: $RATE_SHARE"
     echo "argon2id: $ARGON2; hash threads: ${PORTCULLIS_AUTH_HASH_THREADS:-default}; hash queue: ${PORTCULLIS_AUTH_HASH_QUEUE:-default}"
     echo "server pool (PORTCULLIS_DATABASE_MAX_CONNECTIONS): ${PORTCULLIS_DATABASE_MAX_CONNECTIONS:-default}"
+    echo "before each HTTP scenario (PostgreSQL): ${PG_ANALYZE:-nothing}; connection parameters: ${BENCH_PG_PARAMS:-none}"
     if [[ " $BACKENDS " == *" postgres "* ]]; then
         psql "$BENCH_PG_URL/postgres" -Atc "SELECT version()" \
-            -c "SELECT name || ' = ' || setting FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'commit_delay', 'max_connections', 'fsync')" \
+            -c "SELECT name || ' = ' || setting FROM pg_settings WHERE name IN ('shared_buffers', 'autovacuum', 'synchronous_commit', 'commit_delay', 'max_connections', 'fsync', 'ssl')" \
             2>/dev/null || true
     fi
 } >"$OUT/environment.txt"
@@ -193,6 +204,9 @@ scenario() {
     local backend=$1 dir=$2 name=$3
     shift 3
     local status=0 cpu0 cpu1 server0 server1 pg0 pg1 bench_ticks=0
+    if [[ "$backend" == postgres && "$name" != hash-rate && -n "$PG_ANALYZE" ]]; then
+        psql "$PORTCULLIS_DATABASE_URL" -v ON_ERROR_STOP=1 -q -c "$PG_ANALYZE"
+    fi
     log "$backend: $name"
     cpu0=$(cpu_ticks)
     server0=$(proc_ticks "$SERVER_PID")
@@ -240,7 +254,7 @@ run_one() {
         postgres)
             psql "$BENCH_PG_URL/postgres" -v ON_ERROR_STOP=1 -q \
                 -c "DROP DATABASE IF EXISTS $PG_DB" -c "CREATE DATABASE $PG_DB" >/dev/null
-            export PORTCULLIS_DATABASE_URL="$BENCH_PG_URL/$PG_DB"
+            export PORTCULLIS_DATABASE_URL="$BENCH_PG_URL/$PG_DB${BENCH_PG_PARAMS:+?$BENCH_PG_PARAMS}"
             ;;
         *)
             echo "unknown backend $backend (sqlite or postgres)" >&2

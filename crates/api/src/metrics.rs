@@ -29,6 +29,8 @@ pub struct Metrics {
     requests: Family<HttpLabels, Counter>,
     durations: Family<HttpLabels, Histogram>,
     pool: Family<PoolLabels, Gauge>,
+    hash_queue: Gauge,
+    hash_workers: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,11 +67,25 @@ impl Metrics {
             "Database pool connections, by state (idle, in_use, max)",
             pool.clone(),
         );
+        let hash_queue = Gauge::default();
+        let hash_workers = Gauge::default();
+        registry.register(
+            "password_hash_queue",
+            "Password-hashing jobs waiting for a worker (sign-ins beyond the queue get 503)",
+            hash_queue.clone(),
+        );
+        registry.register(
+            "password_hash_workers",
+            "Password-hashing worker threads",
+            hash_workers.clone(),
+        );
         Self {
             registry,
             requests,
             durations,
             pool,
+            hash_queue,
+            hash_workers,
         }
     }
 
@@ -86,7 +102,15 @@ impl Metrics {
     }
 
     /// Renders the OpenMetrics text exposition, with the pool figures given.
-    pub fn render(&self, pool: domain::store::PoolStats) -> String {
+    pub fn render(
+        &self,
+        pool: domain::store::PoolStats,
+        hasher: &portcullis_auth::passwords::PasswordHasher,
+    ) -> String {
+        self.hash_queue
+            .set(i64::try_from(hasher.queue_len()).unwrap_or(i64::MAX));
+        self.hash_workers
+            .set(i64::try_from(hasher.workers()).unwrap_or(i64::MAX));
         let idle = i64::from(pool.idle);
         let in_use = i64::from(pool.size.saturating_sub(pool.idle));
         self.pool

@@ -52,7 +52,9 @@ fn not_ready() -> Response {
 
 /// Prometheus metrics in the OpenMetrics text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(state.store.pool_stats());
+    let body = state
+        .metrics
+        .render(state.store.pool_stats(), state.auth.hasher());
     (
         [(
             header::CONTENT_TYPE,

@@ -486,12 +486,23 @@ struct PublishedKey {
     decoding: DecodingKey,
 }
 
+/// How the current key signs.
+#[derive(Clone)]
+enum Signer {
+    Ed25519 {
+        key: Box<ed25519_dalek::SigningKey>,
+        /// The base64url JOSE header, the same for every token of this key.
+        header: String,
+    },
+    Jose(EncodingKey),
+}
+
 /// The keys in use: the current signing key and every key still published.
 #[derive(Clone)]
 pub struct Keyring {
     current_kid: String,
     algorithm: SigningAlgorithm,
-    encoding: EncodingKey,
+    signer: Signer,
     /// The current key first, then the others newest first.
     published: Vec<PublishedKey>,
 }
@@ -551,9 +562,18 @@ impl Keyring {
                 current.kid
             )));
         }
-        let encoding = match algorithm {
-            SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(&der),
-            SigningAlgorithm::ES256 => EncodingKey::from_ec_der(&der),
+        let signer = match algorithm {
+            SigningAlgorithm::EdDSA => {
+                use ed25519_dalek::pkcs8::DecodePrivateKey;
+                let key = ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+                    .map_err(|e| KeyError::Crypto(format!("signing key {}: {e}", current.kid)))?;
+                let header = json!({"typ": ACCESS_TOKEN_TYP, "alg": "EdDSA", "kid": current.kid});
+                Signer::Ed25519 {
+                    key: Box::new(key),
+                    header: URL_SAFE_NO_PAD.encode(header.to_string()),
+                }
+            }
+            SigningAlgorithm::ES256 => Signer::Jose(EncodingKey::from_ec_der(&der)),
         };
 
         let mut others: Vec<&SigningKeyRecord> = records
@@ -584,9 +604,23 @@ impl Keyring {
         Ok(Self {
             current_kid: current.kid.clone(),
             algorithm,
-            encoding,
+            signer,
             published,
         })
+    }
+
+    /// The current key as jsonwebtoken's encoding key (tests sign foreign tokens with it).
+    #[cfg(test)]
+    fn test_encoding(&self) -> EncodingKey {
+        match &self.signer {
+            Signer::Ed25519 { key, .. } => {
+                use ed25519_dalek::pkcs8::EncodePrivateKey;
+                #[allow(clippy::unwrap_used)]
+                let der = key.to_pkcs8_der().unwrap();
+                EncodingKey::from_ed_der(der.as_bytes())
+            }
+            Signer::Jose(encoding) => encoding.clone(),
+        }
     }
 
     pub fn current_kid(&self) -> &str {
@@ -599,13 +633,33 @@ impl Keyring {
 
     /// A compact JWT with header `kid`, `alg` and `typ: at+jwt`.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
-        let header = Header {
-            typ: Some(ACCESS_TOKEN_TYP.to_owned()),
-            kid: Some(self.current_kid.clone()),
-            ..Header::new(self.algorithm.jwt())
-        };
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .map_err(|e| KeyError::Crypto(format!("signing a token: {e}")))
+        match &self.signer {
+            // Signed directly with the parsed key and a pre-encoded header: going through
+            // jsonwebtoken re-derived the key pair from its seed for every token, which cost
+            // as much as the signature itself (the token is the same compact JWS).
+            Signer::Ed25519 { key, header } => {
+                use ed25519_dalek::Signer as _;
+                let payload = serde_json::to_vec(claims)
+                    .map_err(|e| KeyError::Crypto(format!("encoding claims: {e}")))?;
+                let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 100);
+                token.push_str(header);
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(payload, &mut token);
+                let signature = key.sign(token.as_bytes());
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+                Ok(token)
+            }
+            Signer::Jose(encoding) => {
+                let header = Header {
+                    typ: Some(ACCESS_TOKEN_TYP.to_owned()),
+                    kid: Some(self.current_kid.clone()),
+                    ..Header::new(self.algorithm.jwt())
+                };
+                jsonwebtoken::encode(&header, claims, encoding)
+                    .map_err(|e| KeyError::Crypto(format!("signing a token: {e}")))
+            }
+        }
     }
 
     /// Verifies signature (by kid among published keys), exp (no leeway beyond 30 s),
@@ -791,10 +845,10 @@ mod tests {
             kid: Some(ring_a.current_kid().to_owned()),
             ..Header::new(Algorithm::EdDSA)
         };
-        let other = jsonwebtoken::encode(&header, &claims(600), &ring_a.encoding).unwrap();
+        let other = jsonwebtoken::encode(&header, &claims(600), &ring_a.test_encoding()).unwrap();
         let mut typed = header.clone();
         typed.typ = Some("at+jwt".into());
-        let control = jsonwebtoken::encode(&typed, &claims(600), &ring_a.encoding).unwrap();
+        let control = jsonwebtoken::encode(&typed, &claims(600), &ring_a.test_encoding()).unwrap();
         assert!(ring_a.verify(&control, ISS, AUD).is_ok());
         assert_eq!(ring_a.verify(&other, ISS, AUD), Err(TokenError::Invalid));
     }

@@ -369,6 +369,15 @@ impl AuthService {
         }
     }
 
+    /// Deletes sessions that ended and single-use tokens that expired more than a day
+    /// ago; the server calls this hourly.
+    pub async fn prune(&self) -> AuthResult<u64> {
+        Ok(self
+            .store
+            .prune_auth_records(now() - TimeDelta::days(1))
+            .await?)
+    }
+
     /// Forgets idle rate-limit state; the server calls this periodically.
     pub fn prune_rate_limits(&self) {
         self.ip_limiter.prune();
@@ -518,13 +527,18 @@ impl AuthService {
 
     /// Answers a failed sign-in: counts it against the IP, waits the progressive delay.
     async fn fail<T>(&self, account_failures: u32, meta: &RequestMeta) -> AuthResult<T> {
+        self.penalise(account_failures, meta).await;
+        Err(AuthError::InvalidCredentials)
+    }
+
+    /// Counts a failure against the IP and waits the progressive delay.
+    async fn penalise(&self, account_failures: u32, meta: &RequestMeta) {
         let ip_failures = meta.ip.map(|ip| self.ip_failures.hit(&ip)).unwrap_or(0);
         // The IP's own delay starts later: many users may share an address.
         let delay = progressive_delay(account_failures).max(progressive_delay(ip_failures / 5));
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        Err(AuthError::InvalidCredentials)
     }
 
     fn rehash_later(self: &Arc<Self>, user: &User, old_hash: String, password: SecretString) {
@@ -723,14 +737,9 @@ impl AuthService {
                 "the MFA token is not valid or has expired; sign in again",
             )
         };
-        let hash = digest_of(mfa_token).ok_or_else(bad)?;
-        let token = self
-            .store
-            .peek_one_time_token(TokenPurpose::MfaChallenge, &hash, now())
-            .await?
-            .ok_or_else(bad)?;
-        let user_id = token.user_id.ok_or_else(bad)?;
-        let user = self.store.get_user(token.tenant_id, user_id).await?;
+        let (hash, user) = self
+            .peek_for_user(TokenPurpose::MfaChallenge, mfa_token, bad)
+            .await?;
         check_can_sign_in(&user)?;
         let ctx = meta.audit(Actor::User(user.id));
         let code = code.trim();
@@ -748,9 +757,7 @@ impl AuthService {
                 .fail_one_time_token(TokenPurpose::MfaChallenge, &hash, MFA_MAX_ATTEMPTS)
                 .await?;
             let failures = self.account_failure(&user, "wrong_mfa_code", meta).await?;
-            let ip_failures = meta.ip.map(|ip| self.ip_failures.hit(&ip)).unwrap_or(0);
-            let delay = progressive_delay(failures).max(progressive_delay(ip_failures / 5));
-            tokio::time::sleep(delay).await;
+            self.penalise(failures, meta).await;
             return Err(AuthError::token(
                 "invalid_mfa_code",
                 "the code is wrong or was already used",
@@ -808,24 +815,67 @@ impl AuthService {
                 "the token is not valid or has expired; sign in again",
             )
         };
-        let hash = digest_of(token).ok_or_else(bad)?;
-        let pending = self
-            .store
-            .peek_one_time_token(TokenPurpose::PasswordChange, &hash, now())
-            .await?
-            .ok_or_else(bad)?;
-        let user = self
-            .store
-            .get_user(pending.tenant_id, pending.user_id.ok_or_else(bad)?)
+        let (hash, user) = self
+            .peek_for_user(TokenPurpose::PasswordChange, token, bad)
             .await?;
         check_can_sign_in(&user)?;
-        let settings = self.store.get_auth_settings(user.tenant_id).await?;
-        let new_hash = self
-            .checked_new_hash(&user, &settings, new_password, true)
+        let (pending, settings, creds) = self
+            .redeem_with_new_password(
+                TokenPurpose::PasswordChange,
+                &hash,
+                &user,
+                new_password,
+                actions::PASSWORD_CHANGE,
+                bad,
+                meta,
+            )
             .await?;
+        self.after_all_factors(user, creds, &settings, pending.data, meta)
+            .await
+    }
+
+    /// Reads a valid single-use token and the (non-deleted) user it belongs to.
+    async fn peek_for_user(
+        &self,
+        purpose: TokenPurpose,
+        token: &str,
+        bad: impl Fn() -> AuthError,
+    ) -> AuthResult<(KeyHash, User)> {
+        let hash = digest_of(token).ok_or_else(&bad)?;
         let pending = self
             .store
-            .consume_one_time_token(TokenPurpose::PasswordChange, &hash, now())
+            .peek_one_time_token(purpose, &hash, now())
+            .await?
+            .ok_or_else(&bad)?;
+        let user_id = pending.user_id.ok_or_else(&bad)?;
+        let user = self.store.get_user(pending.tenant_id, user_id).await?;
+        if user.is_deleted() {
+            return Err(bad());
+        }
+        Ok((hash, user))
+    }
+
+    /// Sets a new password with a single-use token: the password is checked against the
+    /// policy and history *before* the token is spent, so a refused one can be retried with
+    /// the same token. Every session of the user ends.
+    #[allow(clippy::too_many_arguments)]
+    async fn redeem_with_new_password(
+        &self,
+        purpose: TokenPurpose,
+        hash: &KeyHash,
+        user: &User,
+        new_password: SecretString,
+        action: &'static str,
+        bad: impl Fn() -> AuthError,
+        meta: &RequestMeta,
+    ) -> AuthResult<(OneTimeToken, AuthSettings, Credentials)> {
+        let settings = self.store.get_auth_settings(user.tenant_id).await?;
+        let new_hash = self
+            .checked_new_hash(user, &settings, new_password, true)
+            .await?;
+        let spent = self
+            .store
+            .consume_one_time_token(purpose, hash, now())
             .await?
             .ok_or_else(bad)?;
         let creds = self
@@ -839,12 +889,11 @@ impl AuthService {
                     keep_history: settings.password_policy.history,
                 },
                 Some(RevokeScope::All),
-                actions::PASSWORD_CHANGE,
+                action,
                 &meta.audit(Actor::User(user.id)),
             )
             .await?;
-        self.after_all_factors(user, creds, &settings, pending.data, meta)
-            .await
+        Ok((spent, settings, creds))
     }
 
     // ------------------------------------------------------------------------------------
@@ -1098,43 +1147,28 @@ impl AuthService {
         new_password: SecretString,
         meta: &RequestMeta,
     ) -> AuthResult<()> {
-        let hash = digest_of(token).ok_or_else(|| invalid_link("invalid_reset_token"))?;
-        let pending = self
-            .store
-            .peek_one_time_token(TokenPurpose::PasswordReset, &hash, now())
-            .await?
-            .ok_or_else(|| invalid_link("invalid_reset_token"))?;
-        let user_id = pending
-            .user_id
-            .ok_or_else(|| AuthError::Internal("token without user".into()))?;
-        let user = self.store.get_user(pending.tenant_id, user_id).await?;
-        let settings = self.store.get_auth_settings(user.tenant_id).await?;
-        // Check the password before spending the link, so a refused one can be retried.
-        let new_hash = self
-            .checked_new_hash(&user, &settings, new_password, true)
+        let bad = || invalid_link("invalid_reset_token");
+        let (hash, user) = self
+            .peek_for_user(TokenPurpose::PasswordReset, token, bad)
             .await?;
-        self.store
-            .consume_one_time_token(TokenPurpose::PasswordReset, &hash, now())
-            .await?
-            .ok_or_else(|| invalid_link("invalid_reset_token"))?;
-        let ctx = meta.audit(Actor::User(user.id));
-        self.store
-            .set_password(
-                user.tenant_id,
-                user.id,
-                NewPassword {
-                    hash: new_hash,
-                    must_change: false,
-                    keep_history: settings.password_policy.history,
-                },
-                Some(RevokeScope::All),
-                actions::PASSWORD_RESET,
-                &ctx,
-            )
-            .await?;
+        self.redeem_with_new_password(
+            TokenPurpose::PasswordReset,
+            &hash,
+            &user,
+            new_password,
+            actions::PASSWORD_RESET,
+            bad,
+            meta,
+        )
+        .await?;
         // Receiving the link proved the address.
         self.store
-            .mark_email_verified(user.tenant_id, user.id, &user.email, &ctx)
+            .mark_email_verified(
+                user.tenant_id,
+                user.id,
+                &user.email,
+                &meta.audit(Actor::User(user.id)),
+            )
             .await?;
         self.notify_password_changed(&user).await;
         Ok(())

@@ -277,6 +277,13 @@ pub trait AuthStore: Send + Sync + 'static {
     /// `retired_at` = `key.created_at`.
     async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
 
+    // --- housekeeping ---
+
+    /// Deletes what can no longer serve: sessions that expired or were revoked before
+    /// `before`, with their refresh tokens, and single-use tokens that expired before
+    /// `before`. Returns the rows deleted. (Their story stays in the audit trail.)
+    async fn prune_auth_records(&self, before: Timestamp) -> Result<u64>;
+
     // --- audit ---
 
     /// Appends events that record no change of stored state (e.g. a failed sign-in by an

@@ -183,11 +183,13 @@ pub async fn router(
 }
 
 /// Every minute: picks up signing keys added by another replica or by `portcullis keys
-/// rotate`, and forgets idle rate-limit state. Stops when the service is dropped.
+/// rotate`, and forgets idle rate-limit state; every hour: deletes ended sessions and
+/// expired single-use tokens. Stops when the service is dropped.
 fn spawn_housekeeping(auth: std::sync::Weak<AuthService>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.tick().await;
+        let mut minutes: u64 = 0;
         loop {
             tick.tick().await;
             let Some(auth) = auth.upgrade() else { break };
@@ -195,6 +197,15 @@ fn spawn_housekeeping(auth: std::sync::Weak<AuthService>) {
                 tracing::warn!(error = %e, "could not reload signing keys");
             }
             auth.prune_rate_limits();
+            minutes += 1;
+            if minutes.is_multiple_of(60) {
+                match auth.prune().await {
+                    Ok(n) => {
+                        tracing::info!(deleted = n, "pruned ended sessions and expired tokens")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not prune sessions and tokens"),
+                }
+            }
         }
     });
 }

@@ -1312,6 +1312,26 @@ impl AuthStore for PgStore {
         Ok(())
     }
 
+    async fn prune_auth_records(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut deleted = 0;
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions \
+             WHERE expires_at < $1 OR revoked_at < $1)",
+            "DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1",
+            "DELETE FROM one_time_tokens WHERE expires_at < $1",
+        ] {
+            deleted += sqlx::query(sql)
+                .bind(before)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+
     async fn append_audit_events(&self, events: &[AuditEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());

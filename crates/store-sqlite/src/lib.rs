@@ -104,6 +104,9 @@ impl SqliteStore {
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // An embedded file does not drop connections; a ping per use would be one more
+            // hop to the connection's worker thread while holding the only writer.
+            .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(writer_opts)
@@ -120,6 +123,7 @@ impl SqliteStore {
             .max_connections(READERS)
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
             .connect_with(reader_opts)
             .await
             .map_err(db_err)?;

@@ -340,6 +340,14 @@ async fn operations_endpoints(app: TestApp) {
         res.text
     );
     assert!(
+        res.text.contains(&format!(
+            "portcullis_password_hash_workers {}",
+            std::thread::available_parallelism().unwrap()
+        )) && res.text.contains("portcullis_password_hash_queue 0"),
+        "{}",
+        res.text
+    );
+    assert!(
         res.text
             .contains("portcullis_http_request_duration_seconds_bucket"),
         "{}",

@@ -130,6 +130,7 @@ macro_rules! contract {
 }
 
 contract!(
+    case_prune_removes_only_what_ended,
     case_auth_settings_default_and_round_trip,
     case_create_user_with_password_and_find_login,
     case_create_user_with_password_keeps_user_rules,
@@ -2422,4 +2423,76 @@ async fn case_auth_tenant_isolation(store: Arc<dyn Store>) {
     };
     assert_eq!(found.tenant_id, b.id);
     assert_eq!(found.user_id, ub.id);
+}
+
+async fn case_prune_removes_only_what_ended(store: Arc<dyn Store>) {
+    let s = &*store;
+    let t = tenant(s, "acme").await;
+    let u = user_with_password(s, t.id, "u@acme.test", "h").await;
+    let ended = token_session(s, t.id, u.id, "ended-1").await;
+    let live = token_session(s, t.id, u.id, "live-1").await;
+    s.revoke_sessions(t.id, u.id, RevokeScope::One(ended.id), "logout", &ctx())
+        .await
+        .unwrap();
+    let at = now();
+    let expired = ott(
+        t.id,
+        TokenPurpose::MagicLink,
+        Some(u.id),
+        "old-link",
+        at - TimeDelta::hours(2),
+        TimeDelta::minutes(15),
+    );
+    let valid = ott(
+        t.id,
+        TokenPurpose::PasswordReset,
+        Some(u.id),
+        "new-link",
+        at,
+        TimeDelta::minutes(15),
+    );
+    s.create_one_time_token(&expired, &[]).await.unwrap();
+    s.create_one_time_token(&valid, &[]).await.unwrap();
+
+    // Nothing ended before an hour ago: nothing goes.
+    assert_eq!(
+        s.prune_auth_records(at - TimeDelta::hours(3))
+            .await
+            .unwrap(),
+        0
+    );
+    // The revoked session (with its refresh token) and the expired link go.
+    let deleted = s
+        .prune_auth_records(at + TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    assert!(matches!(
+        s.get_session(t.id, ended.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(
+        s.rotate_refresh_token(&KeyHash::of("ended-1"), &KeyHash::of("x"), now(), &ctx())
+            .await
+            .unwrap(),
+        RefreshOutcome::Invalid
+    );
+    // The live session and the valid link stay and work.
+    assert!(s.get_session(t.id, live.id).await.unwrap().is_active(now()));
+    assert!(matches!(
+        s.rotate_refresh_token(
+            &KeyHash::of("live-1"),
+            &KeyHash::of("live-2"),
+            now(),
+            &ctx()
+        )
+        .await
+        .unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+    assert!(s
+        .peek_one_time_token(TokenPurpose::PasswordReset, &KeyHash::of("new-link"), now())
+        .await
+        .unwrap()
+        .is_some());
 }
