@@ -737,6 +737,7 @@ impl AuthService {
                 "the MFA token is not valid or has expired; sign in again",
             )
         };
+        self.check_ip_failures(meta)?;
         let (hash, user) = self
             .peek_for_user(TokenPurpose::MfaChallenge, mfa_token, bad)
             .await?;
