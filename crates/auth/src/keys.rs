@@ -523,8 +523,10 @@ impl fmt::Debug for Keyring {
 impl Keyring {
     /// From stored records (any order): current = newest with retired_at None (if none,
     /// newest overall); published = current + every key whose retired_at + token_ttl +
-    /// 5 min grace > now (a key not retired at all stays published). Decrypts only the
-    /// current private key.
+    /// 5 min grace > now (a key not retired at all stays published). Every key's sealed
+    /// private half must open under `master` and match its public key: a key that does not
+    /// is refused (the current one) or left out (the others), so a public key written
+    /// straight into the database is never trusted.
     pub fn load(
         records: &[SigningKeyRecord],
         master: &MasterKey,
@@ -594,7 +596,15 @@ impl Keyring {
             if published.iter().any(|k| k.kid == record.kid) {
                 continue;
             }
-            let public = checked_public(record)?;
+            // Only keys whose sealed private half opens under our master key and matches
+            // are trusted: a public key written straight into the database is not ours.
+            let public = match sealed_public(record, master) {
+                Ok(public) => public,
+                Err(e) => {
+                    tracing::warn!(kid = %record.kid, error = %e, "ignoring a signing key that does not verify");
+                    continue;
+                }
+            };
             published.push(PublishedKey {
                 kid: record.kid.clone(),
                 decoding: public.decoding_key()?,
@@ -728,6 +738,23 @@ fn checked_public(record: &SigningKeyRecord) -> Result<PublicKey, KeyError> {
     Ok(public)
 }
 
+/// The public key of a record, checked against its sealed private key.
+fn sealed_public(record: &SigningKeyRecord, master: &MasterKey) -> Result<PublicKey, KeyError> {
+    let public = checked_public(record)?;
+    let alg: SigningAlgorithm = record.algorithm.parse()?;
+    let der = Zeroizing::new(
+        master
+            .decrypt(&record.private_key_ciphertext, record.kid.as_bytes())
+            .map_err(|_| KeyError::Crypto("the private key does not open".into()))?,
+    );
+    if public_of(alg, &der)? != public {
+        return Err(KeyError::Crypto(
+            "the private key does not match the published key".into(),
+        ));
+    }
+    Ok(public)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,6 +878,32 @@ mod tests {
         let control = jsonwebtoken::encode(&typed, &claims(600), &ring_a.test_encoding()).unwrap();
         assert!(ring_a.verify(&control, ISS, AUD).is_ok());
         assert_eq!(ring_a.verify(&other, ISS, AUD), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_planted_key_is_neither_published_nor_trusted() {
+        let master = MasterKey::generate();
+        let ttl = TimeDelta::minutes(10);
+        let t0 = now();
+        let ours = generate_signing_key(SigningAlgorithm::EdDSA, &master, t0).unwrap();
+        // Someone with write access to the database adds a (retired) key of their own and
+        // signs tokens with it.
+        let attacker = MasterKey::generate();
+        let mut planted = generate_signing_key(SigningAlgorithm::EdDSA, &attacker, t0).unwrap();
+        let forged = Keyring::load(std::slice::from_ref(&planted), &attacker, ttl, t0)
+            .unwrap()
+            .sign(&claims(600))
+            .unwrap();
+        planted.retired_at = Some(t0);
+        let ring = Keyring::load(&[ours.clone(), planted], &master, ttl, t0).unwrap();
+        let kids: Vec<String> = ring.jwks()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kids, vec![ours.kid.clone()]);
+        assert_eq!(ring.verify(&forged, ISS, AUD), Err(TokenError::Invalid));
     }
 
     #[test]
