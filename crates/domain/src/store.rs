@@ -10,7 +10,9 @@
 //!   → `Error::Validation` on `manager_id`;
 //! - creating or restoring a user respects the tenant's `max_users` → `Error::QuotaExceeded`;
 //! - `expected_version` (from `If-Match`) must equal the current version →
-//!   `Error::PreconditionFailed`.
+//!   `Error::PreconditionFailed`;
+//! - suspending a tenant (`update_tenant` to `suspended`) revokes every session of its
+//!   users (reason `tenant_suspended`).
 
 use async_trait::async_trait;
 

@@ -2,7 +2,7 @@
 
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
 use domain::page::encode_cursor;
-use domain::tenants::{NewTenant, Tenant, TenantListQuery, TenantPatch, TenantSlug};
+use domain::tenants::{NewTenant, Tenant, TenantListQuery, TenantPatch, TenantSlug, TenantStatus};
 use domain::{Error, Page, Result, TenantId};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -158,6 +158,18 @@ impl PgStore {
             now,
         );
         audit::insert(&mut tx, &ev).await?;
+        // A suspended tenant's users are signed out with it (the tenant event records why).
+        if before.status != after.status && after.status == TenantStatus::Suspended {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoke_reason = 'tenant_suspended' \
+                 WHERE tenant_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id.into_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(after)
     }

@@ -659,6 +659,18 @@ impl Store for SqliteStore {
             now,
         );
         insert_audit(&mut tx, &ev).await?;
+        // A suspended tenant's users are signed out with it (the tenant event records why).
+        if before.status != after.status && after.status == TenantStatus::Suspended {
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = ?, revoke_reason = 'tenant_suspended' \
+                 WHERE tenant_id = ? AND revoked_at IS NULL",
+            )
+            .bind(to_micros(now))
+            .bind(id.into_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(after)
     }

@@ -28,6 +28,7 @@ backend_tests!(
     registration_modes_verification_and_invitations,
     sessions_listed_and_revoked_by_user_and_admin,
     blocking_or_deleting_a_user_ends_sessions,
+    suspending_a_tenant_ends_its_sessions,
     must_change_password_is_honoured_at_login,
     imported_foreign_hashes_sign_in_and_are_rehashed,
     browser_session_cookie_needs_csrf,
@@ -959,6 +960,44 @@ async fn blocking_or_deleting_a_user_ends_sessions(app: TestApp) {
     login(&app, "b@example.com", PW)
         .await
         .assert_problem(401, "invalid_credentials");
+}
+
+async fn suspending_a_tenant_ends_its_sessions(app: TestApp) {
+    let (tid, key_b) = app.create_tenant("tenant-s", json!({})).await;
+    let res = app
+        .post(
+            "/api/v1/users",
+            &key_b,
+            &json!({"email": "s@example.com", "full_name": "S", "password": PW}),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let res = login_in(&app, "tenant-s", "s@example.com", PW).await;
+    let (a, r) = (
+        access(&res),
+        res.body["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    // Another tenant's sessions are not touched.
+    user_with_password(&app, "other@example.com", None, PW).await;
+    let (other, _) = signed_in(&app, "other@example.com", PW).await;
+    let res = app
+        .patch(
+            &format!("/api/v1/tenants/{tid}"),
+            &app.admin_key,
+            &json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    app.get("/api/v1/me", &a)
+        .await
+        .assert_problem(401, "session_revoked");
+    public_post(&app, "/api/v1/auth/refresh", json!({"refresh_token": r}))
+        .await
+        .assert_problem(401, "invalid_refresh_token");
+    login_in(&app, "tenant-s", "s@example.com", PW)
+        .await
+        .assert_problem(401, "invalid_credentials");
+    assert_eq!(app.get("/api/v1/me", &other).await.status, 200);
 }
 
 async fn must_change_password_is_honoured_at_login(app: TestApp) {
