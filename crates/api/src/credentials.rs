@@ -9,7 +9,7 @@ use domain::values::Email;
 use domain::{FieldError, SessionId, UserId};
 use portcullis_auth::passwords::import_keycloak;
 use portcullis_auth::service::PasswordInput;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -36,7 +36,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPassword {
-    pub password: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<SecretString>,
     /// A hash exported from another system, kept until the user's next sign-in re-hashes
     /// it to argon2id: bcrypt (`$2a$`/`$2b$`/`$2y$`), Django (`pbkdf2_sha256$…`,
     /// `argon2$…`, `bcrypt_sha256$…`), a PHC argon2 string, or a Keycloak credential object
@@ -50,7 +51,7 @@ pub struct SetPassword {
 
 /// Turns the password fields of a request into the service's input.
 pub fn password_input(
-    password: Option<String>,
+    password: Option<SecretString>,
     password_hash: Option<Value>,
 ) -> ApiResult<Option<PasswordInput>> {
     match (password, password_hash) {
@@ -59,12 +60,14 @@ pub fn password_input(
             "conflicting",
             "give either password or password_hash, not both",
         )])),
-        (Some(p), None) if p.len() > 1024 => Err(ApiError::validation(vec![FieldError::new(
-            "password",
-            "too_long",
-            "is too long",
-        )])),
-        (Some(p), None) => Ok(Some(PasswordInput::Plain(SecretString::from(p)))),
+        (Some(p), None) if p.expose_secret().len() > 1024 => {
+            Err(ApiError::validation(vec![FieldError::new(
+                "password",
+                "too_long",
+                "is too long",
+            )]))
+        }
+        (Some(p), None) => Ok(Some(PasswordInput::Plain(p))),
         (None, Some(Value::String(h))) => Ok(Some(PasswordInput::Imported(h))),
         (None, Some(Value::Object(o))) => {
             let bad = |m: String| {

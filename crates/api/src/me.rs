@@ -3,11 +3,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::auth::{ProfileField, RevokeScope, Session};
+use domain::auth::{AuthSettings, ProfileField, RevokeScope, Session};
 use domain::users::{User, UserPatch};
 use domain::values::{AvatarUrl, DisplayName, Label, Language, Phone, Username};
 use domain::{FieldError, SessionId, ValidationErrors};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -38,25 +38,28 @@ pub struct Me {
     pub missing_profile_fields: Vec<ProfileField>,
     pub email_verified: bool,
     pub mfa_enabled: bool,
+    /// Unused recovery codes, when TOTP is enrolled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_codes_left: Option<u32>,
     pub password_changed_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The session of this request.
     pub session_id: SessionId,
 }
 
-async fn me(state: &AppState, caller: &UserCaller) -> ApiResult<Me> {
-    let user = state
-        .store
-        .get_user(caller.tenant_id(), caller.user_id())
-        .await?;
-    let creds = state
-        .store
-        .get_credentials(caller.tenant_id(), caller.user_id())
-        .await?;
-    let settings = state.store.get_auth_settings(caller.tenant_id()).await?;
+async fn me(state: &AppState, caller: &UserCaller, settings: &AuthSettings) -> ApiResult<Me> {
+    let (tenant, id) = (caller.tenant_id(), caller.user_id());
+    let user = state.store.get_user(tenant, id).await?;
+    let creds = state.store.get_credentials(tenant, id).await?;
+    let recovery_codes_left = if creds.totp_enabled {
+        Some(state.store.count_recovery_codes(tenant, id).await?)
+    } else {
+        None
+    };
     Ok(Me {
         missing_profile_fields: settings.missing_profile_fields(&user),
         email_verified: creds.email_verified_at.is_some(),
         mfa_enabled: creds.totp_enabled,
+        recovery_codes_left,
         password_changed_at: creds.password_changed_at,
         session_id: caller.session.session_id,
         user,
@@ -70,7 +73,8 @@ async fn me(state: &AppState, caller: &UserCaller) -> ApiResult<Me> {
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_me(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Me>> {
-    Ok(Json(me(&state, &caller).await?))
+    let settings = state.store.get_auth_settings(caller.tenant_id()).await?;
+    Ok(Json(me(&state, &caller, &settings).await?))
 }
 
 /// Changes to one's own profile. `full_name`, `username`, `phone`, `language` and
@@ -187,14 +191,16 @@ async fn update_me(
             &caller.audit(),
         )
         .await?;
-    Ok(Json(me(&state, &caller).await?))
+    Ok(Json(me(&state, &caller, &settings).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePassword {
-    pub current_password: String,
-    pub new_password: String,
+    #[schema(value_type = String)]
+    pub current_password: SecretString,
+    #[schema(value_type = String)]
+    pub new_password: SecretString,
 }
 
 /// Change one's own password; the other sessions end.
@@ -209,7 +215,9 @@ async fn change_password(
     caller: UserCaller,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> ApiResult<StatusCode> {
-    if body.current_password.len() > 1024 || body.new_password.len() > 1024 {
+    if body.current_password.expose_secret().len() > 1024
+        || body.new_password.expose_secret().len() > 1024
+    {
         return Err(ApiError::validation(vec![FieldError::new(
             "new_password",
             "too_long",
@@ -220,8 +228,8 @@ async fn change_password(
         .auth
         .change_own_password(
             &caller.session,
-            SecretString::from(body.current_password),
-            SecretString::from(body.new_password),
+            body.current_password,
+            body.new_password,
             &caller.meta,
         )
         .await?;
@@ -312,7 +320,7 @@ async fn revoke_session(
 }
 
 /// A TOTP enrolment to scan.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct TotpEnrolmentView {
     /// `otpauth://totp/…` for authenticator apps (contains the secret).
     pub otpauth_uri: String,
@@ -357,11 +365,12 @@ async fn remove_totp(State(state): State<AppState>, caller: UserCaller) -> ApiRe
 #[serde(deny_unknown_fields)]
 pub struct ConfirmTotp {
     /// The current 6-digit code.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: SecretString,
 }
 
 /// Recovery codes, shown once: each signs in once in place of a TOTP code.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
 }
@@ -381,7 +390,7 @@ async fn confirm_totp(
 ) -> ApiResult<Json<RecoveryCodes>> {
     let recovery_codes = state
         .auth
-        .confirm_totp(&caller.session, &body.code, &caller.meta)
+        .confirm_totp(&caller.session, body.code.expose_secret(), &caller.meta)
         .await?;
     Ok(Json(RecoveryCodes { recovery_codes }))
 }

@@ -46,17 +46,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// bounds the work of a hostile request before the policy check).
 const MAX_PASSWORD_BYTES: usize = 1024;
 
-fn secret(field: &str, value: String) -> ApiResult<SecretString> {
-    if value.len() > MAX_PASSWORD_BYTES {
+fn secret(field: &str, value: SecretString) -> ApiResult<SecretString> {
+    if value.expose_secret().len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::validation(vec![domain::FieldError::new(
             field,
             "too_long",
             "is too long",
         )]));
     }
-    Ok(SecretString::from(value))
+    Ok(value)
 }
-
 fn checked_ip(state: &AppState, meta: &RequestMeta) -> ApiResult<()> {
     Ok(state.auth.check_ip_rate(meta.ip)?)
 }
@@ -85,7 +84,7 @@ impl SessionModeParam {
 /// - `mfa_required: true` with `mfa_token` (send it with a code to `/api/v1/auth/mfa`);
 /// - `password_change_required: true` with `password_change_token` (send it with a new
 ///   password to `/api/v1/auth/password-change`).
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Default, Serialize, ToSchema)]
 pub struct SignInResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
@@ -209,12 +208,14 @@ pub struct RegisterRequest {
     /// The tenant's slug.
     pub tenant: String,
     pub email: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub password: SecretString,
     pub full_name: String,
     pub username: Option<String>,
     /// The token of an emailed invitation (required when the tenant's registration mode is
     /// `invite`).
-    pub invitation_token: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub invitation_token: Option<SecretString>,
 }
 
 /// A registered account.
@@ -298,7 +299,8 @@ pub struct LoginRequest {
     pub tenant: String,
     /// Email address or username.
     pub login: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub password: SecretString,
     /// `token` (default): access and refresh tokens in the answer; `browser`: a session
     /// cookie and a CSRF token.
     pub session: Option<SessionModeParam>,
@@ -340,9 +342,11 @@ async fn login(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MfaRequest {
-    pub mfa_token: String,
+    #[schema(value_type = String)]
+    pub mfa_token: SecretString,
     /// A 6-digit TOTP code, or a recovery code.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: SecretString,
 }
 
 /// Complete a sign-in with a TOTP code or a recovery code. A TOTP code is accepted once;
@@ -361,7 +365,11 @@ async fn mfa(
     checked_ip(&state, &meta)?;
     let step = state
         .auth
-        .complete_mfa(&body.mfa_token, &body.code, &meta)
+        .complete_mfa(
+            body.mfa_token.expose_secret(),
+            body.code.expose_secret(),
+            &meta,
+        )
         .await?;
     Ok(render(&state, step))
 }
@@ -370,8 +378,10 @@ async fn mfa(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChangeRequest {
-    pub password_change_token: String,
-    pub new_password: String,
+    #[schema(value_type = String)]
+    pub password_change_token: SecretString,
+    #[schema(value_type = String)]
+    pub new_password: SecretString,
 }
 
 /// Complete a sign-in whose password must change (set by an administrator with
@@ -391,7 +401,7 @@ async fn password_change(
     let step = state
         .auth
         .complete_password_change(
-            &body.password_change_token,
+            body.password_change_token.expose_secret(),
             secret("new_password", body.new_password)?,
             &meta,
         )
@@ -402,11 +412,12 @@ async fn password_change(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    pub refresh_token: String,
+    #[schema(value_type = String)]
+    pub refresh_token: SecretString,
 }
 
 /// New tokens.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     /// The next refresh token; the one presented is now used up.
@@ -428,7 +439,10 @@ async fn refresh(
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     checked_ip(&state, &meta)?;
-    let r = state.auth.refresh(&body.refresh_token, &meta).await?;
+    let r = state
+        .auth
+        .refresh(body.refresh_token.expose_secret(), &meta)
+        .await?;
     Ok(Json(TokenResponse {
         access_token: r.access_token,
         refresh_token: r.refresh_token.expose_secret().to_owned(),
@@ -503,7 +517,8 @@ async fn magic_link(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MagicLinkConfirm {
-    pub token: String,
+    #[schema(value_type = String)]
+    pub token: SecretString,
     pub session: Option<SessionModeParam>,
     pub device_label: Option<String>,
 }
@@ -524,7 +539,7 @@ async fn magic_link_confirm(
     let step = state
         .auth
         .complete_magic_link(
-            &body.token,
+            body.token.expose_secret(),
             body.session.map(SessionModeParam::as_str),
             body.device_label,
             &meta,
@@ -560,8 +575,10 @@ async fn password_reset(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordResetConfirm {
-    pub token: String,
-    pub password: String,
+    #[schema(value_type = String)]
+    pub token: SecretString,
+    #[schema(value_type = String)]
+    pub password: SecretString,
 }
 
 /// Set a new password with a reset link's token. Every session of the account ends and a
@@ -580,7 +597,11 @@ async fn password_reset_confirm(
     checked_ip(&state, &meta)?;
     state
         .auth
-        .complete_password_reset(&body.token, secret("password", body.password)?, &meta)
+        .complete_password_reset(
+            body.token.expose_secret(),
+            secret("password", body.password)?,
+            &meta,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -588,7 +609,8 @@ async fn password_reset_confirm(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyEmailRequest {
-    pub token: String,
+    #[schema(value_type = String)]
+    pub token: SecretString,
 }
 
 /// Verify an email address with the token of its emailed link.
@@ -603,7 +625,10 @@ async fn verify_email(
     ApiJson(body): ApiJson<VerifyEmailRequest>,
 ) -> ApiResult<StatusCode> {
     checked_ip(&state, &meta)?;
-    state.auth.verify_email(&body.token, &meta).await?;
+    state
+        .auth
+        .verify_email(body.token.expose_secret(), &meta)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

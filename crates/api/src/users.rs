@@ -60,7 +60,8 @@ pub struct CreateUser {
     /// Defaults to `active`.
     pub status: Option<domain::users::UserStatus>,
     /// An initial password, checked against the tenant's policy.
-    pub password: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<secrecy::SecretString>,
     /// Instead of `password`: a hash imported from another system (see
     /// `PUT /api/v1/users/{id}/password` for the formats).
     #[schema(value_type = Option<Object>)]

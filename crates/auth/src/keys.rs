@@ -98,6 +98,12 @@ impl MasterKey {
         Ok(Self(SecretBox::new(Box::new(bytes))))
     }
 
+    /// A 32-byte key for another use, derived so that it never equals this one
+    /// (HMAC-SHA-256 of `label` under the master key).
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        crate::secrets::hmac_sha256(self.0.expose_secret(), label.as_bytes())
+    }
+
     pub fn to_base64(&self) -> SecretString {
         SecretString::from(STANDARD.encode(self.0.expose_secret()))
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::TimeDelta;
-use domain::api_keys::KeyHash;
+use domain::api_keys::{GeneratedKey, KeyHash};
 use domain::audit::{actions, Actor, AuditContext, AuditEvent, EntityRef};
 use domain::auth::{
     AuthSettings, Credentials, NewPassword, NewSession, OneTimeToken, PasswordStatus, ProfileField,
@@ -32,7 +32,7 @@ use crate::keys::{generate_signing_key, AccessClaims, Keyring, MasterKey, TokenE
 use crate::mailer::{render, MailKind, Mailer, TemplateContext};
 use crate::passwords::{check_policy, import_hash, PasswordHasher};
 use crate::ratelimit::{progressive_delay, IpRateLimiter, WindowCounter};
-use crate::secrets::{digest_of, Opaque, REFRESH_PREFIX};
+use crate::secrets::{digest_of, keyed_digest, REFRESH_PREFIX};
 use crate::totp;
 
 /// The `aud` of access tokens for Portcullis's own API.
@@ -101,7 +101,6 @@ pub enum GrantSecrets {
 /// A completed sign-in.
 pub struct Grant {
     pub session: Session,
-    pub user: User,
     pub secrets: GrantSecrets,
     pub missing_profile_fields: Vec<ProfileField>,
 }
@@ -126,7 +125,6 @@ pub struct Refreshed {
     pub access_token: String,
     pub refresh_token: SecretString,
     pub expires_in: i64,
-    pub session: Session,
 }
 
 /// The session behind a request authenticated by a user credential.
@@ -153,7 +151,7 @@ pub struct Registration {
     pub tenant: String,
     pub new_user: NewUser,
     pub password: SecretString,
-    pub invitation_token: Option<String>,
+    pub invitation_token: Option<SecretString>,
 }
 
 /// A TOTP enrolment to show the user.
@@ -187,16 +185,7 @@ impl AuthService {
     ) -> AuthResult<Arc<Self>> {
         let hasher = PasswordHasher::new(config.argon2, config.hash_threads, config.hash_queue)?;
         let keyring = load_keyring(store.as_ref(), &master, &config, true).await?;
-        // A separate key for recovery-code digests, derived so that it never equals the
-        // encryption key itself.
-        let recovery_key = *KeyHash::keyed(
-            master.to_base64().expose_secret().as_bytes(),
-            "portcullis recovery codes",
-        )
-        .as_str()
-        .as_bytes()
-        .first_chunk::<32>()
-        .ok_or_else(|| AuthError::Internal("digest too short".into()))?;
+        let recovery_key = master.derive("portcullis recovery codes");
         let lockout_window = config
             .lockout
             .window
@@ -676,7 +665,7 @@ impl AuthService {
         };
         let (new, secrets) = match mode {
             SessionMode::Token => {
-                let refresh = Opaque::generate(REFRESH_PREFIX);
+                let refresh = GeneratedKey::with_prefix(REFRESH_PREFIX);
                 let (access_token, expires_in) = self.access_token(&session)?;
                 (
                     NewSession {
@@ -693,8 +682,8 @@ impl AuthService {
                 )
             }
             SessionMode::Browser => {
-                let cookie = Opaque::generate("");
-                let csrf = Opaque::generate("");
+                let cookie = GeneratedKey::with_prefix("");
+                let csrf = GeneratedKey::with_prefix("");
                 (
                     NewSession {
                         session,
@@ -719,7 +708,6 @@ impl AuthService {
         Ok(Grant {
             missing_profile_fields: settings.missing_profile_fields(&user),
             session,
-            user,
             secrets,
         })
     }
@@ -748,7 +736,7 @@ impl AuthService {
             self.check_totp(&user, code).await?
         } else {
             let normalized = totp::normalize_recovery_code(code);
-            let digest = KeyHash::keyed(&self.recovery_key, &normalized);
+            let digest = keyed_digest(&self.recovery_key, &normalized);
             self.store
                 .use_recovery_code(user.tenant_id, user.id, &digest, &ctx)
                 .await?
@@ -910,7 +898,7 @@ impl AuthService {
             message: "the refresh token is not valid, was revoked or has expired".into(),
         };
         let presented = digest_of(refresh_token).ok_or_else(invalid)?;
-        let next = Opaque::generate(REFRESH_PREFIX);
+        let next = GeneratedKey::with_prefix(REFRESH_PREFIX);
         let outcome = self
             .store
             .rotate_refresh_token(&presented, &next.hash, now(), &meta.audit(Actor::System))
@@ -922,7 +910,6 @@ impl AuthService {
                     access_token,
                     refresh_token: next.secret,
                     expires_in,
-                    session,
                 })
             }
             RefreshOutcome::Reused(session) => {
@@ -1219,7 +1206,7 @@ impl AuthService {
         data: Value,
         events: &[AuditEvent],
     ) -> AuthResult<SecretString> {
-        let secret = Opaque::generate("");
+        let secret = GeneratedKey::with_prefix("");
         let at = now();
         let token = OneTimeToken {
             hash: secret.hash.clone(),
@@ -1276,7 +1263,7 @@ impl AuthService {
         };
         let tenant = self.active_tenant(&req.tenant).await?.ok_or_else(closed)?;
         let settings = self.store.get_auth_settings(tenant.id).await?;
-        let invitation = match req.invitation_token.as_deref() {
+        let invitation = match req.invitation_token.as_ref().map(|t| t.expose_secret()) {
             Some(t) => {
                 let hash = digest_of(t).ok_or_else(|| invalid_link("invalid_invitation"))?;
                 let inv = self
@@ -1355,7 +1342,7 @@ impl AuthService {
         ctx: &AuditContext,
     ) -> AuthResult<Timestamp> {
         let tenant = self.store.get_tenant(tenant).await?;
-        let secret = Opaque::generate("");
+        let secret = GeneratedKey::with_prefix("");
         let at = now();
         let expires_at = at + self.config.invitation_ttl;
         let event = AuditEvent::record(
@@ -1644,7 +1631,7 @@ impl AuthService {
         let codes = totp::generate_recovery_codes();
         let hashes: Vec<KeyHash> = codes
             .iter()
-            .map(|c| KeyHash::keyed(&self.recovery_key, c))
+            .map(|c| keyed_digest(&self.recovery_key, c))
             .collect();
         self.store
             .confirm_totp(
@@ -1668,7 +1655,7 @@ impl AuthService {
         let codes = totp::generate_recovery_codes();
         let hashes: Vec<KeyHash> = codes
             .iter()
-            .map(|c| KeyHash::keyed(&self.recovery_key, c))
+            .map(|c| keyed_digest(&self.recovery_key, c))
             .collect();
         self.store
             .replace_recovery_codes(

@@ -43,8 +43,12 @@ pub struct KeyHash(String);
 
 impl KeyHash {
     pub fn of(key: &str) -> Self {
-        let digest = Sha256::digest(key.as_bytes());
-        let mut hex = String::with_capacity(64);
+        Self::from_digest(&Sha256::digest(key.as_bytes()))
+    }
+
+    /// The hex form of a digest computed elsewhere (e.g. a keyed one).
+    pub fn from_digest(digest: &[u8]) -> Self {
+        let mut hex = String::with_capacity(digest.len() * 2);
         for b in digest {
             hex.push_str(&format!("{b:02x}"));
         }
@@ -59,30 +63,6 @@ impl KeyHash {
     pub fn from_hex(hex: String) -> Self {
         Self(hex)
     }
-
-    /// The keyed digest (HMAC-SHA-256) of a short secret, such as a recovery code: without
-    /// the server's key, a copy of the database does not allow guessing it offline.
-    pub fn keyed(key: &[u8], secret: &str) -> Self {
-        // HMAC by its definition (RFC 2104) over SHA-256, to avoid another dependency here.
-        const BLOCK: usize = 64;
-        let mut k = [0u8; BLOCK];
-        if key.len() > BLOCK {
-            k[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let mut inner = Sha256::new();
-        inner.update(k.map(|b| b ^ 0x36));
-        inner.update(secret.as_bytes());
-        let mut outer = Sha256::new();
-        outer.update(k.map(|b| b ^ 0x5c));
-        outer.update(inner.finalize());
-        let mut hex = String::with_capacity(64);
-        for b in outer.finalize() {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        Self(hex)
-    }
 }
 
 /// A freshly generated key: the secret (to show once) and what to store.
@@ -93,12 +73,19 @@ pub struct GeneratedKey {
 }
 
 impl GeneratedKey {
+    /// A new API key.
     pub fn generate() -> Self {
+        Self::with_prefix(KEY_PREFIX)
+    }
+
+    /// 256 random bits, URL-safe, after `prefix` (so that scanners can recognise the kind
+    /// of secret): API keys, refresh tokens, session cookies, emailed tokens.
+    pub fn with_prefix(prefix: &str) -> Self {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let key = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let key = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
         let hash = KeyHash::of(&key);
-        let prefix = key.chars().take(KEY_PREFIX.len() + 6).collect();
+        let prefix = key.chars().take(prefix.len() + 6).collect();
         Self {
             secret: SecretString::from(key),
             hash,
@@ -130,24 +117,5 @@ mod tests {
         assert_eq!(KeyHash::of(k.expose()), k.hash);
         assert_ne!(GeneratedKey::generate().hash, k.hash);
         assert!(!format!("{:?}", k.secret).contains(&k.expose()[4..]));
-    }
-
-    #[test]
-    fn keyed_digest_is_hmac_sha256() {
-        // RFC 4231, test case 2.
-        assert_eq!(
-            KeyHash::keyed(b"Jefe", "what do ya want for nothing?").as_str(),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        let long_key = [0xaau8; 131];
-        // RFC 4231, test case 6 (a key longer than the block).
-        assert_eq!(
-            KeyHash::keyed(
-                &long_key,
-                "Test Using Larger Than Block-Size Key - Hash Key First"
-            )
-            .as_str(),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
     }
 }

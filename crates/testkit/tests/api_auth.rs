@@ -462,6 +462,7 @@ async fn totp_enrolment_login_replay_and_recovery_codes(app: TestApp) {
     let mfa_access = access(&res);
     let me = app.get("/api/v1/me", &mfa_access).await;
     assert_eq!(me.body["mfa_enabled"], true);
+    assert_eq!(me.body["recovery_codes_left"], 10, "{}", me.text);
     // The MFA token is spent.
     public_post(
         &app,
