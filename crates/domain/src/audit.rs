@@ -82,8 +82,6 @@ pub mod actions {
     pub const TENANT_AUTH_SETTINGS_UPDATE: &str = "tenant.auth_settings.update";
     pub const AUTH_LOGIN: &str = "auth.login";
     pub const AUTH_LOGIN_FAILURE: &str = "auth.login_failure";
-    pub const AUTH_LOGOUT: &str = "auth.logout";
-    pub const AUTH_MFA_FAILURE: &str = "auth.mfa_failure";
     pub const AUTH_MAGIC_LINK_REQUEST: &str = "auth.magic_link.request";
     pub const AUTH_PASSWORD_RESET_REQUEST: &str = "auth.password_reset.request";
     pub const AUTH_INVITATION_CREATE: &str = "auth.invitation.create";

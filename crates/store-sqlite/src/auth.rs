@@ -347,9 +347,10 @@ fn status_revoke_reason(before: UserStatus, after: UserStatus) -> Option<&'stati
     }
 }
 
-/// Ends the sessions of a user whose change (`update_user`, `delete_user`) takes their
-/// access away, in the caller's transaction.
-pub(crate) async fn revoke_sessions_on_user_change(
+/// What a change of a user (`update_user`, `delete_user`) means for their sign-in, in the
+/// caller's transaction: sessions end when access is taken away, and a new address is not
+/// verified.
+pub(crate) async fn apply_user_change_to_auth(
     conn: &mut SqliteConnection,
     before: &User,
     after: &User,

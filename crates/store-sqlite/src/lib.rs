@@ -919,7 +919,7 @@ impl Store for SqliteStore {
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
-        auth::revoke_sessions_on_user_change(&mut tx, &before, &after, ctx, now).await?;
+        auth::apply_user_change_to_auth(&mut tx, &before, &after, ctx, now).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
     }
@@ -938,7 +938,7 @@ impl Store for SqliteStore {
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
-        auth::revoke_sessions_on_user_change(&mut tx, &before, &after, ctx, now).await?;
+        auth::apply_user_change_to_auth(&mut tx, &before, &after, ctx, now).await?;
         tx.commit().await.map_err(write_err)?;
         Ok(after)
     }

@@ -94,6 +94,88 @@ impl Drop for DbGuard {
     }
 }
 
+/// Runs a storage case against a fresh, migrated store of `backend`; PostgreSQL is
+/// skipped or mandatory exactly as for `spawn_app`. The database goes when the case ends,
+/// whether it passed or not.
+pub async fn with_store<F, Fut>(backend: Backend, case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some((store, _db)) = fresh_store(backend).await else {
+        return;
+    };
+    case(store).await;
+}
+
+/// Runs each named `async fn case(store: Arc<dyn Store>)` on SQLite and on PostgreSQL,
+/// on a runtime with two workers so that concurrency cases really race.
+#[macro_export]
+macro_rules! store_tests {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    $crate::with_store($crate::Backend::Sqlite, super::$case).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    $crate::with_store($crate::Backend::Postgres, super::$case).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Domain values for storage tests.
+pub mod fixtures {
+    use domain::tenants::{NewTenant, Plan, TenantSlug};
+    use domain::users::{NewUser, UserStatus};
+    use domain::values::{DisplayName, Email, JsonObject, Username};
+
+    /// An enterprise tenant (no user quota) named after its slug.
+    pub fn new_tenant(slug: &str) -> NewTenant {
+        NewTenant {
+            slug: TenantSlug::parse("slug", slug).unwrap(),
+            display_name: DisplayName::parse("display_name", &format!("Tenant {slug}")).unwrap(),
+            plan: Plan::Enterprise,
+            max_users: None,
+            trial_ends_at: None,
+            settings: JsonObject::default(),
+        }
+    }
+
+    /// An active user with only an email and a name.
+    pub fn new_user(email: &str, full_name: &str) -> NewUser {
+        NewUser {
+            email: Email::parse("email", email).unwrap(),
+            username: None,
+            full_name: DisplayName::parse("full_name", full_name).unwrap(),
+            phone: None,
+            department: None,
+            job_title: None,
+            employee_id: None,
+            manager_id: None,
+            cost_center: None,
+            clearance_level: None,
+            language: None,
+            avatar_url: None,
+            custom_attributes: JsonObject::default(),
+            status: UserStatus::Active,
+        }
+    }
+
+    pub fn with_username(mut u: NewUser, username: &str) -> NewUser {
+        u.username = Some(Username::parse("username", username).unwrap());
+        u
+    }
+}
+
 /// A running server.
 pub struct TestApp {
     pub backend: Backend,

@@ -32,8 +32,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fmt::Debug;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,90 +44,17 @@ use domain::auth::{
     SessionKind, SigningKeyRecord, TokenPurpose,
 };
 use domain::page::{decode_cursor, PageSize};
-use domain::tenants::{MaxUsers, NewTenant, Plan, Tenant, TenantSlug};
+use domain::tenants::{MaxUsers, NewTenant, Plan, Tenant};
 use domain::time::{from_micros, now, Timestamp};
 use domain::users::{NewUser, User, UserPatch, UserStatus};
-use domain::values::{DisplayName, Email, JsonObject, Username};
+use domain::values::{DisplayName, Email};
 use domain::{ApiKeyId, AuditEventId, Error, SessionId, Store, TenantId, UserId};
-use futures::FutureExt;
+use portcullis_testkit::fixtures::{new_tenant, new_user, with_username};
+use portcullis_testkit::store_tests;
 use serde_json::{json, Value};
-use store_postgres::PgStore;
-use store_sqlite::SqliteStore;
 use uuid::Uuid;
 
-// ------------------------------------------------------------------------------------------
-// Backends
-// ------------------------------------------------------------------------------------------
-
-async fn run_sqlite<F, Fut>(case: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("auth-contract.db"))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    case(Arc::new(store.clone())).await;
-    store.close().await;
-}
-
-const PG_URL_VAR: &str = "PORTCULLIS_TEST_DATABASE_URL";
-
-async fn run_postgres<F, Fut>(case: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let url = match std::env::var(PG_URL_VAR) {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{PG_URL_VAR} must be set in CI: the PostgreSQL contract cannot be skipped");
-            }
-            eprintln!("skipping the PostgreSQL variant: {PG_URL_VAR} is not set");
-            return;
-        }
-    };
-    let schema = format!("act_{}", Uuid::now_v7().simple());
-    let store = PgStore::connect_in_schema(&url, &schema, 4).await.unwrap();
-    store.migrate().await.unwrap();
-    // Drop the schema whether or not the case passes, then report its outcome.
-    let outcome = AssertUnwindSafe(case(Arc::new(store.clone())))
-        .catch_unwind()
-        .await;
-    store.close().await;
-    PgStore::drop_schema(&url, &schema).await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// Instantiates every case once per backend: `sqlite::case_x` and `postgres::case_x`. The
-/// runtime has two workers, so that the concurrency cases really race.
-macro_rules! contract {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run_sqlite(super::$case).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::run_postgres(super::$case).await;
-                }
-            )+
-        }
-    };
-}
-
-contract!(
+store_tests!(
     case_prune_removes_only_what_ended,
     case_auth_settings_default_and_round_trip,
     case_create_user_with_password_and_find_login,
@@ -180,43 +105,8 @@ fn at(secs: i64) -> Timestamp {
     ts(1_700_000_000_000_000 + secs * 1_000_000)
 }
 
-fn new_tenant(slug: &str) -> NewTenant {
-    NewTenant {
-        slug: TenantSlug::parse("slug", slug).unwrap(),
-        display_name: DisplayName::parse("display_name", &format!("Tenant {slug}")).unwrap(),
-        plan: Plan::Enterprise,
-        max_users: None,
-        trial_ends_at: None,
-        settings: JsonObject::default(),
-    }
-}
-
 async fn tenant(store: &dyn Store, slug: &str) -> Tenant {
     store.create_tenant(new_tenant(slug), &ctx()).await.unwrap()
-}
-
-fn new_user(email: &str, full_name: &str) -> NewUser {
-    NewUser {
-        email: Email::parse("email", email).unwrap(),
-        username: None,
-        full_name: DisplayName::parse("full_name", full_name).unwrap(),
-        phone: None,
-        department: None,
-        job_title: None,
-        employee_id: None,
-        manager_id: None,
-        cost_center: None,
-        clearance_level: None,
-        language: None,
-        avatar_url: None,
-        custom_attributes: JsonObject::default(),
-        status: UserStatus::Active,
-    }
-}
-
-fn with_username(mut u: NewUser, username: &str) -> NewUser {
-    u.username = Some(Username::parse("username", username).unwrap());
-    u
 }
 
 async fn user(store: &dyn Store, tenant: TenantId, email: &str, name: &str) -> User {
@@ -2299,7 +2189,7 @@ async fn case_append_audit_events(store: Arc<dyn Store>) {
     let e2 = AuditEvent::record(
         &ctx(),
         t.id,
-        actions::AUTH_LOGOUT,
+        actions::SESSION_REVOKE,
         EntityRef::session(SessionId::new()),
         (None, None),
         t0 + TimeDelta::seconds(1),
@@ -2312,7 +2202,10 @@ async fn case_append_audit_events(store: Arc<dyn Store>) {
         events_with(s, t.id, actions::AUTH_LOGIN_FAILURE).await,
         vec![e1]
     );
-    assert_eq!(events_with(s, t.id, actions::AUTH_LOGOUT).await, vec![e2]);
+    assert_eq!(
+        events_with(s, t.id, actions::SESSION_REVOKE).await,
+        vec![e2]
+    );
 }
 
 async fn case_auth_tenant_isolation(store: Arc<dyn Store>) {

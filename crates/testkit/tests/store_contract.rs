@@ -10,8 +10,6 @@
 
 use std::collections::HashSet;
 use std::fmt::Debug;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use domain::api_keys::{KeyHash, NewApiKey};
@@ -31,82 +29,12 @@ use domain::values::{
     Username,
 };
 use domain::{ApiKeyId, AuditEventId, Error, Store, TenantId, UserId};
-use futures::FutureExt;
+use portcullis_testkit::fixtures::{new_tenant, new_user, with_username};
+use portcullis_testkit::store_tests;
 use serde_json::{json, Value};
-use store_postgres::PgStore;
-use store_sqlite::SqliteStore;
 use uuid::Uuid;
 
-// ------------------------------------------------------------------------------------------
-// Backends
-// ------------------------------------------------------------------------------------------
-
-async fn run_sqlite<F, Fut>(case: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("contract.db"))
-        .await
-        .unwrap();
-    case(Arc::new(store.clone())).await;
-    store.close().await;
-}
-
-const PG_URL_VAR: &str = "PORTCULLIS_TEST_DATABASE_URL";
-
-async fn run_postgres<F, Fut>(case: F)
-where
-    F: FnOnce(Arc<dyn Store>) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let url = match std::env::var(PG_URL_VAR) {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{PG_URL_VAR} must be set in CI: the PostgreSQL contract cannot be skipped");
-            }
-            eprintln!("skipping the PostgreSQL variant: {PG_URL_VAR} is not set");
-            return;
-        }
-    };
-    let schema = format!("ct_{}", Uuid::now_v7().simple());
-    let store = PgStore::connect_in_schema(&url, &schema, 4).await.unwrap();
-    // Drop the schema whether or not the case passes, then report its outcome.
-    let outcome = AssertUnwindSafe(case(Arc::new(store.clone())))
-        .catch_unwind()
-        .await;
-    store.close().await;
-    PgStore::drop_schema(&url, &schema).await.unwrap();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// Instantiates every case once per backend: `sqlite::case_x` and `postgres::case_x`.
-macro_rules! contract {
-    ($($case:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::run_sqlite(super::$case).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::run_postgres(super::$case).await;
-                }
-            )+
-        }
-    };
-}
-
-contract!(
+store_tests!(
     case_backend_basics,
     case_tenant_create_get_and_duplicate_slug,
     case_tenant_update,
@@ -153,47 +81,12 @@ fn at(us: i64) -> Timestamp {
     ts(1_700_000_000_000_000 + us)
 }
 
-fn new_tenant(slug: &str) -> NewTenant {
-    NewTenant {
-        slug: TenantSlug::parse("slug", slug).unwrap(),
-        display_name: DisplayName::parse("display_name", &format!("Tenant {slug}")).unwrap(),
-        plan: Plan::Enterprise,
-        max_users: None,
-        trial_ends_at: None,
-        settings: JsonObject::default(),
-    }
-}
-
 async fn tenant(store: &dyn Store, slug: &str) -> Tenant {
     store.create_tenant(new_tenant(slug), &ctx()).await.unwrap()
 }
 
 fn object(v: Value) -> JsonObject {
     JsonObject::parse("custom_attributes", v.as_object().unwrap().clone()).unwrap()
-}
-
-fn new_user(email: &str, full_name: &str) -> NewUser {
-    NewUser {
-        email: Email::parse("email", email).unwrap(),
-        username: None,
-        full_name: DisplayName::parse("full_name", full_name).unwrap(),
-        phone: None,
-        department: None,
-        job_title: None,
-        employee_id: None,
-        manager_id: None,
-        cost_center: None,
-        clearance_level: None,
-        language: None,
-        avatar_url: None,
-        custom_attributes: JsonObject::default(),
-        status: UserStatus::Active,
-    }
-}
-
-fn with_username(mut u: NewUser, username: &str) -> NewUser {
-    u.username = Some(Username::parse("username", username).unwrap());
-    u
 }
 
 async fn user(store: &dyn Store, tenant: TenantId, email: &str, name: &str) -> User {
