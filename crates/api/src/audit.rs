@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::ApiQuery;
+use crate::guard::{Reach, Target};
 use crate::parse::{self, optional};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -54,6 +55,7 @@ pub struct AuditEventPage {
 #[utoipa::path(get, path = "/api/v1/audit-events", tag = "audit", params(ListAuditParams),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "A page of events", body = AuditEventPage),
         (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -75,6 +77,18 @@ async fn list_audit_events(
         before_id: None,
     };
     errs.finish().map_err(ApiError::from_query_error)?;
+    let reach = caller
+        .authorize(&state, "audit_logs", "read", Target::Collection)
+        .await?;
+    // Below `all`, a user reads the events they caused.
+    let query = match (reach, caller.user_id()) {
+        (Reach::All, _) => query,
+        (_, Some(me)) => AuditQuery {
+            actor_id: Some(me.into_uuid()),
+            ..query
+        },
+        (_, None) => query,
+    };
     let before_id = p
         .cursor
         .map(|c| domain::page::decode_cursor::<AuditEventId>(&c))

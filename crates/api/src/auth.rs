@@ -1,19 +1,22 @@
 //! Request authentication. The tenant always comes from the credential, never from the
 //! request. Two extractors:
-//! - `Caller`: an administrative caller, authenticated by an API key (`pcs_…`). Until roles
-//!   arrive, user sessions may not use the administrative endpoints.
+//! - `Caller`: a caller of the administrative API: an API key (`pcs_…`) or a signed-in user;
+//!   what it may do is decided by `crate::guard`.
 //! - `UserCaller`: a signed-in user, by an access token (`Authorization: Bearer <JWT>`) or a
 //!   browser-session cookie (with the `X-CSRF-Token` header on state-changing requests).
 //!
 //! `ClientMeta` gives unauthenticated endpoints the same request circumstances (IP, user
 //! agent, request id) for audit events and rate limits.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
-use domain::api_keys::KeyHash;
+use domain::api_keys::{ApiKeyAuth, KeyHash};
 use domain::audit::{Actor, AuditContext};
 use domain::tenants::TenantStatus;
 use domain::{ApiKeyId, TenantId, UserId};
@@ -24,48 +27,42 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 /// How the caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Credential {
-    ApiKey(ApiKeyId),
+    /// An API key: the tenant's administrator credential, with every permission in its
+    /// tenant (platform-admin keys also manage tenants). Policies do not apply to keys.
+    ApiKey { id: ApiKeyId, platform_admin: bool },
+    /// A signed-in user: what their roles and the tenant's policies allow.
+    User(SessionPrincipal),
 }
 
-/// An authenticated caller and the circumstances of the request.
+/// An authenticated caller of the administrative API (API key or signed-in user) and the
+/// circumstances of the request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant_id: TenantId,
     pub credential: Credential,
-    pub platform_admin: bool,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
+    pub meta: RequestMeta,
 }
 
 impl Caller {
     pub fn actor(&self) -> Actor {
-        match self.credential {
-            Credential::ApiKey(id) => Actor::ApiKey(id),
+        match &self.credential {
+            Credential::ApiKey { id, .. } => Actor::ApiKey(*id),
+            Credential::User(s) => Actor::User(s.user_id),
         }
     }
 
     /// The audit context of changes this caller makes.
     pub fn audit(&self) -> AuditContext {
-        AuditContext {
-            actor: self.actor(),
-            ip: self.ip.clone(),
-            user_agent: self.user_agent.clone(),
-            request_id: self.request_id.clone(),
-        }
+        self.meta.audit(self.actor())
     }
 
-    /// Tenant management is for platform administrators only.
-    pub fn require_platform_admin(&self) -> Result<(), ApiError> {
-        if self.platform_admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(
-                "platform_admin_required",
-                "this operation needs a platform-admin API key",
-            ))
+    /// The signed-in user, if the caller is one.
+    pub fn user_id(&self) -> Option<UserId> {
+        match &self.credential {
+            Credential::User(s) => Some(s.user_id),
+            Credential::ApiKey { .. } => None,
         }
     }
 }
@@ -96,35 +93,109 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if !token.starts_with(domain::api_keys::KEY_PREFIX) {
-            return Err(ApiError::forbidden(
-                "api_key_required",
-                "this endpoint needs an API key; user sessions can use /api/v1/me",
-            ));
-        }
-        // Keys are looked up by their SHA-256: the database compares digests, so neither
-        // timing nor the error reveals anything about stored keys.
-        let auth = state
-            .store
-            .authenticate_api_key(&KeyHash::of(token))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the API key is not valid or was revoked"))?;
-        if auth.tenant_status != TenantStatus::Active {
-            return Err(ApiError::forbidden(
-                "tenant_suspended",
-                "the tenant of this API key is suspended",
-            ));
-        }
         let meta = request_meta(parts);
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let token = bearer(parts)?;
+            if token.starts_with(domain::api_keys::KEY_PREFIX) {
+                return api_key_caller(token, state, meta).await;
+            }
+        }
+        let user = UserCaller::from_request_parts(parts, state).await?;
         Ok(Caller {
-            tenant_id: auth.key.tenant_id,
-            credential: Credential::ApiKey(auth.key.id),
-            platform_admin: auth.key.platform_admin,
-            ip: meta.ip.map(|ip| ip.to_string()),
-            user_agent: meta.user_agent,
-            request_id: meta.request_id,
+            tenant_id: user.session.tenant_id,
+            credential: Credential::User(user.session),
+            meta: user.meta,
         })
+    }
+}
+
+async fn api_key_caller(
+    token: &str,
+    state: &AppState,
+    meta: RequestMeta,
+) -> Result<Caller, ApiError> {
+    // Keys are looked up by their SHA-256: the database compares digests, so neither
+    // timing nor the error reveals anything about stored keys.
+    let hash = KeyHash::of(token);
+    let auth = match state.api_keys.get(&hash) {
+        Some(auth) => auth,
+        None => {
+            let auth = state
+                .store
+                .authenticate_api_key(&hash)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("the API key is not valid or was revoked"))?;
+            state.api_keys.put(hash, auth.clone());
+            auth
+        }
+    };
+    if auth.tenant_status != TenantStatus::Active {
+        return Err(ApiError::forbidden(
+            "tenant_suspended",
+            "the tenant of this API key is suspended",
+        ));
+    }
+    Ok(Caller {
+        tenant_id: auth.key.tenant_id,
+        credential: Credential::ApiKey {
+            id: auth.key.id,
+            platform_admin: auth.key.platform_admin,
+        },
+        meta,
+    })
+}
+
+/// Most keys remembered; the cache is emptied when full.
+const API_KEY_CACHE_MAX: usize = 10_000;
+
+/// API keys authenticated recently, by digest, so that a busy client (e.g. an application
+/// asking `/authz/check` thousands of times a second) does not cost a database query per
+/// request. Only successful authentications are kept: unknown keys cannot fill it. A key
+/// is trusted for `ttl` (`http.api_key_cache_seconds`): a key revoked elsewhere (the CLI,
+/// another replica) stops working within that time; a tenant suspended through this
+/// replica empties the cache at once.
+#[derive(Default)]
+pub struct ApiKeyCache {
+    ttl: Duration,
+    entries: RwLock<HashMap<KeyHash, (ApiKeyAuth, Instant)>>,
+}
+
+impl ApiKeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::default(),
+        }
+    }
+
+    fn get(&self, hash: &KeyHash) -> Option<ApiKeyAuth> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(auth, _)| auth.clone())
+    }
+
+    /// Forgets every key (after a change that affects keys, e.g. a tenant's status).
+    pub fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn put(&self, hash: KeyHash, auth: ApiKeyAuth) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= API_KEY_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash, (auth, Instant::now()));
     }
 }
 

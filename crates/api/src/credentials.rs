@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiPath2};
+use crate::guard::Target;
 use crate::me::Revoked;
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -107,6 +108,7 @@ pub fn password_input(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Password state", body = PasswordStatus),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -115,6 +117,10 @@ async fn get_password(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<PasswordStatus>> {
+    let user = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "users", "read", Target::User(&user))
+        .await?;
     Ok(Json(
         state.auth.password_status(caller.tenant_id, id).await?,
     ))
@@ -125,6 +131,7 @@ async fn get_password(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Password set", body = PasswordStatus),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The policy refuses the password, or the hash is not supported", body = Problem, content_type = "application/problem+json"),
@@ -142,6 +149,11 @@ async fn set_password(
             "give password or password_hash",
         )])
     })?;
+    let user = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "users", "update", Target::User(&user))
+        .await?;
+    caller.may_manage(&state, &user).await?;
     let status = state
         .auth
         .set_password(
@@ -160,6 +172,7 @@ async fn set_password(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Active sessions", body = [Session]),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -168,7 +181,10 @@ async fn list_user_sessions(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Vec<Session>>> {
-    state.store.get_user(caller.tenant_id, id).await?;
+    let user = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "sessions", "read", Target::User(&user))
+        .await?;
     Ok(Json(state.auth.sessions(caller.tenant_id, id).await?))
 }
 
@@ -177,6 +193,7 @@ async fn list_user_sessions(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Revoked", body = Revoked),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -185,7 +202,11 @@ async fn revoke_user_sessions(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Revoked>> {
-    state.store.get_user(caller.tenant_id, id).await?;
+    let user = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "sessions", "delete", Target::User(&user))
+        .await?;
+    caller.may_manage(&state, &user).await?;
     let revoked = state
         .auth
         .revoke(
@@ -205,6 +226,7 @@ async fn revoke_user_sessions(
            ("session_id" = uuid::Uuid, Path, description = "Session id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such active session of this user", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -213,6 +235,11 @@ async fn revoke_user_session(
     caller: Caller,
     ApiPath2(id, session): ApiPath2<UserId, SessionId>,
 ) -> ApiResult<StatusCode> {
+    let user = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "sessions", "delete", Target::User(&user))
+        .await?;
+    caller.may_manage(&state, &user).await?;
     state
         .auth
         .revoke(
@@ -244,6 +271,7 @@ pub struct Invitation {
 #[utoipa::path(post, path = "/api/v1/invitations", tag = "users", request_body = CreateInvitation,
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Sent", body = Invitation),
         (status = 422, description = "Invalid email", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -253,6 +281,9 @@ async fn create_invitation(
     ApiJson(body): ApiJson<CreateInvitation>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
     let email = Email::parse("email", &body.email).map_err(|e| ApiError::validation(vec![e]))?;
+    caller
+        .authorize(&state, "users", "create", Target::Collection)
+        .await?;
     let expires_at = state
         .auth
         .invite(caller.tenant_id, &email, &caller.audit())
@@ -268,11 +299,17 @@ async fn create_invitation(
 
 /// The tenant's sign-in settings.
 #[utoipa::path(get, path = "/api/v1/settings/auth", tag = "tenants", security(("bearer" = [])),
-    responses((status = 200, description = "Settings", body = AuthSettings)))]
+    responses(
+        (status = 200, description = "Settings", body = AuthSettings),
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_settings(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<AuthSettings>> {
+    caller
+        .authorize(&state, "settings", "read", Target::Collection)
+        .await?;
     Ok(Json(state.store.get_auth_settings(caller.tenant_id).await?))
 }
 
@@ -280,6 +317,7 @@ async fn get_settings(
 #[utoipa::path(put, path = "/api/v1/settings/auth", tag = "tenants", request_body = AuthSettings,
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "Settings", body = AuthSettings),
         (status = 422, description = "Invalid settings", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -289,6 +327,9 @@ async fn put_settings(
     ApiJson(body): ApiJson<AuthSettings>,
 ) -> ApiResult<Json<AuthSettings>> {
     body.validate()?;
+    caller
+        .authorize(&state, "settings", "update", Target::Collection)
+        .await?;
     Ok(Json(
         state
             .store

@@ -4,14 +4,19 @@
 
 pub mod audit;
 pub mod auth;
+pub mod authz;
 pub mod credentials;
 pub mod extract;
+pub mod groups;
+pub mod guard;
 pub mod me;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
 mod parse;
+pub mod policies;
 pub mod problem;
+pub mod roles;
 pub mod signin;
 pub mod state;
 pub mod tenants;
@@ -52,7 +57,7 @@ impl Default for HttpSettings {
 #[openapi(
     info(
         title = "Portcullis",
-        description = "Multi-tenant identity and user management. Administrative endpoints take `Authorization: Bearer <API key>`; a signed-in user's endpoints (`/api/v1/me`) take `Authorization: Bearer <access token>` or the browser-session cookie; errors are RFC 9457 `application/problem+json`.",
+        description = "Multi-tenant identity and user management. Administrative endpoints take `Authorization: Bearer <API key>` (every permission in the key's tenant) or a signed-in user's access token or browser-session cookie (what the user's roles and the tenant's policies allow; 403 otherwise); `/api/v1/me` endpoints take the user's token or cookie; errors are RFC 9457 `application/problem+json`.",
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
@@ -61,6 +66,9 @@ impl Default for HttpSettings {
         (name = "me", description = "The signed-in user's own account"),
         (name = "tenants", description = "Tenant management (platform-admin keys) and tenant settings"),
         (name = "users", description = "Users of the caller's tenant"),
+        (name = "authorization", description = "Permissions, roles, who holds them, and authorization checks"),
+        (name = "groups", description = "Groups (nested), their members and the roles they confer"),
+        (name = "policies", description = "ABAC policies in Cedar"),
         (name = "audit", description = "The tenant's audit trail"),
         (name = "operations", description = "Health and readiness"),
     )
@@ -88,6 +96,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(signin::router())
         .merge(me::router())
         .merge(audit::router())
+        .merge(roles::router())
+        .merge(groups::router())
+        .merge(policies::router())
+        .merge(authz::router())
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
 }

@@ -27,6 +27,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<FieldErrorSchema>)]
     pub errors: Vec<FieldError>,
+    /// For authorization refusals: the structured reason of the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub reason: Option<serde_json::Value>,
 }
 
 /// One offending request field.
@@ -49,6 +53,7 @@ pub struct ApiError {
     title: &'static str,
     detail: Option<String>,
     errors: Vec<FieldError>,
+    reason: Option<Box<serde_json::Value>>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -60,6 +65,7 @@ impl ApiError {
             title,
             detail: None,
             errors: Vec::new(),
+            reason: None,
             headers: Vec::new(),
         }
     }
@@ -71,6 +77,12 @@ impl ApiError {
 
     pub fn errors(mut self, errors: Vec<FieldError>) -> Self {
         self.errors = errors;
+        self
+    }
+
+    /// The structured reason of an authorization refusal.
+    pub fn reason(mut self, reason: serde_json::Value) -> Self {
+        self.reason = Some(Box::new(reason));
         self
     }
 
@@ -250,6 +262,7 @@ impl IntoResponse for ApiError {
             code: self.code.to_owned(),
             detail: self.detail,
             errors: self.errors,
+            reason: self.reason.map(|r| *r),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = (self.status, bytes).into_response();

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::guard::Target;
 use crate::parse::{self, optional};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -158,7 +159,9 @@ async fn list_tenants(
     caller: Caller,
     ApiQuery(p): ApiQuery<ListTenantsParams>,
 ) -> ApiResult<Json<TenantPage>> {
-    caller.require_platform_admin()?;
+    caller
+        .authorize(&state, "tenants", "read", Target::Collection)
+        .await?;
     let mut errs = ValidationErrors::new();
     let status = optional(&mut errs, "status", p.status, parse::enum_value);
     let limit = optional(&mut errs, "limit", p.limit, parse::limit).unwrap_or_default();
@@ -196,7 +199,9 @@ async fn create_tenant(
     caller: Caller,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Tenant>)> {
-    caller.require_platform_admin()?;
+    caller
+        .authorize(&state, "tenants", "create", Target::Collection)
+        .await?;
     let tenant = state
         .store
         .create_tenant(NewTenant::try_from(body)?, &caller.audit())
@@ -213,6 +218,7 @@ async fn create_tenant(
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The tenant", body = Tenant),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -221,7 +227,9 @@ async fn get_tenant(
     caller: Caller,
     ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_platform_admin()?;
+    caller
+        .authorize(&state, "tenants", "read", Target::Collection)
+        .await?;
     Ok(Json(state.store.get_tenant(id).await?))
 }
 
@@ -230,6 +238,7 @@ async fn get_tenant(
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The updated tenant", body = Tenant),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
@@ -240,7 +249,9 @@ async fn update_tenant(
     ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_platform_admin()?;
+    caller
+        .authorize(&state, "tenants", "update", Target::Collection)
+        .await?;
     let patch = TenantPatch::try_from(body)?;
     if id == caller.tenant_id && patch.status == Some(TenantStatus::Suspended) {
         return Err(own_tenant());
@@ -249,6 +260,8 @@ async fn update_tenant(
         .store
         .update_tenant(id, patch, actions::TENANT_UPDATE, &caller.audit())
         .await?;
+    // The tenant's status travels with its keys' cached authentication.
+    state.api_keys.clear();
     Ok(Json(tenant))
 }
 
@@ -263,6 +276,7 @@ fn own_tenant() -> ApiError {
     params(("id" = uuid::Uuid, Path, description = "Tenant id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The suspended tenant", body = Tenant),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The caller's own tenant", body = Problem, content_type = "application/problem+json"),
@@ -272,7 +286,9 @@ async fn deactivate_tenant(
     caller: Caller,
     ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<Json<Tenant>> {
-    caller.require_platform_admin()?;
+    caller
+        .authorize(&state, "tenants", "delete", Target::Collection)
+        .await?;
     if id == caller.tenant_id {
         return Err(own_tenant());
     }
@@ -284,5 +300,6 @@ async fn deactivate_tenant(
         .store
         .update_tenant(id, patch, actions::TENANT_DEACTIVATE, &caller.audit())
         .await?;
+    state.api_keys.clear();
     Ok(Json(tenant))
 }

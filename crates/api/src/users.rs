@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::credentials::password_input;
 use crate::extract::{etag, ApiJson, ApiPath, ApiQuery, IfMatch};
+use crate::guard::{Reach, Target};
 use crate::parse::{self, optional, patch, required_patch};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -299,6 +300,7 @@ fn with_etag(user: User) -> (HeaderMap, Json<User>) {
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ListUsersParams),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "A page of users", body = UserPage),
         (status = 400, description = "Invalid parameters", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid credential", body = Problem, content_type = "application/problem+json"),
@@ -308,8 +310,48 @@ async fn list_users(
     caller: Caller,
     ApiQuery(params): ApiQuery<ListUsersParams>,
 ) -> ApiResult<Json<UserPage>> {
-    let query = UserListQuery::try_from(params).map_err(ApiError::from_query_error)?;
-    let page = state.store.list_users(caller.tenant_id, &query).await?;
+    let mut query = UserListQuery::try_from(params).map_err(ApiError::from_query_error)?;
+    let reach = caller
+        .authorize(&state, "users", "read", Target::Collection)
+        .await?;
+    let page = match reach {
+        Reach::All => state.store.list_users(caller.tenant_id, &query).await?,
+        // A department-wide reader lists their department only; a filter naming another
+        // department finds nothing.
+        Reach::Department(Some(department)) => {
+            if query.department.as_ref().is_some_and(|d| *d != department) {
+                domain::Page {
+                    items: Vec::new(),
+                    next_cursor: None,
+                }
+            } else {
+                query.department = Some(department);
+                state.store.list_users(caller.tenant_id, &query).await?
+            }
+        }
+        Reach::Department(None) | Reach::Own(_) => {
+            // Without a department, or with `own` scope, the caller sees only themself.
+            let own = match caller.user_id() {
+                Some(id) => Some(state.store.get_user(caller.tenant_id, id).await?),
+                None => None,
+            };
+            domain::Page {
+                items: own
+                    .filter(|u| {
+                        !u.is_deleted()
+                            && query.after.is_none()
+                            && query
+                                .department
+                                .as_ref()
+                                .is_none_or(|d| Some(d) == u.department.as_ref())
+                            && query.status.is_none_or(|s| s == u.status)
+                    })
+                    .into_iter()
+                    .collect(),
+                next_cursor: None,
+            }
+        }
+    };
     Ok(Json(UserPage {
         items: page.items,
         next_cursor: page.next_cursor,
@@ -320,6 +362,7 @@ async fn list_users(
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Created; `Location` and `ETag` headers set", body = User),
         (status = 409, description = "Email or username taken, or the plan's user quota reached", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or a password the policy refuses", body = Problem, content_type = "application/problem+json"),
@@ -332,6 +375,23 @@ async fn create_user(
     let password = password_input(body.password.take(), body.password_hash.take())?;
     let must_change = body.must_change_password.take().unwrap_or(false);
     let new = NewUser::try_from(body)?;
+    let reach = caller
+        .authorize(&state, "users", "create", Target::Collection)
+        .await?;
+    // Below `all`, a user may only be created in the caller's own department.
+    let in_reach = match &reach {
+        Reach::All => true,
+        Reach::Department(d) => {
+            d.is_some() && new.department.as_ref().map(|l| l.as_str()) == d.as_deref()
+        }
+        Reach::Own(_) => false,
+    };
+    if !in_reach {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "you may only create users of your own department",
+        ));
+    }
     let user = state
         .auth
         .create_user(
@@ -354,6 +414,7 @@ async fn create_user(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The user; `ETag` is its version", body = User),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -363,6 +424,9 @@ async fn get_user(
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
     let user = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "users", "read", Target::User(&user))
+        .await?;
     Ok(with_etag(user))
 }
 
@@ -372,6 +436,7 @@ async fn get_user(
            ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The updated user", body = User),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
@@ -386,10 +451,33 @@ async fn update_user(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
     let patch = UserPatch::try_from(body)?;
+    let current = state.store.get_user(caller.tenant_id, id).await?;
+    let reach = caller
+        .authorize(&state, "users", "update", Target::User(&current))
+        .await?;
+    if patch.status.is_some_and(|s| s != current.status) {
+        caller
+            .authorize(&state, "users", "block", Target::User(&current))
+            .await?;
+    }
+    // Department, manager and clearance feed authorization decisions: changing them needs
+    // `users:update` over the whole tenant, or a manager could move users (or themself)
+    // between departments.
+    let security_fields = !patch.department.is_keep()
+        || !patch.manager_id.is_keep()
+        || !patch.clearance_level.is_keep();
+    if security_fields && reach != Reach::All {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "changing department, manager_id or clearance_level needs users:update:all",
+        ));
+    }
+    caller.may_manage(&state, &current).await?;
     let user = state
         .store
         .update_user(caller.tenant_id, id, patch, version, &caller.audit())
         .await?;
+    state.authz.invalidate(caller.tenant_id);
     Ok(with_etag(user))
 }
 
@@ -399,6 +487,7 @@ async fn update_user(
            ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The deleted user", body = User),
         (status = 404, description = "No such (non-deleted) user in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The user changed since the ETag", body = Problem, content_type = "application/problem+json"),
@@ -409,10 +498,16 @@ async fn delete_user(
     ApiPath(id): ApiPath<UserId>,
     IfMatch(version): IfMatch,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
+    let current = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "users", "delete", Target::User(&current))
+        .await?;
+    caller.may_manage(&state, &current).await?;
     let user = state
         .store
         .delete_user(caller.tenant_id, id, version, &caller.audit())
         .await?;
+    state.authz.invalidate(caller.tenant_id);
     Ok(with_etag(user))
 }
 
@@ -421,6 +516,7 @@ async fn delete_user(
     params(("id" = uuid::Uuid, Path, description = "User id")),
     security(("bearer" = [])),
     responses(
+        (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The restored user", body = User),
         (status = 404, description = "No such user in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The user is not deleted, or the quota is reached", body = Problem, content_type = "application/problem+json"),
@@ -430,9 +526,14 @@ async fn restore_user(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
+    let current = state.store.get_user(caller.tenant_id, id).await?;
+    caller
+        .authorize(&state, "users", "delete", Target::User(&current))
+        .await?;
     let user = state
         .store
         .restore_user(caller.tenant_id, id, &caller.audit())
         .await?;
+    state.authz.invalidate(caller.tenant_id);
     Ok(with_etag(user))
 }

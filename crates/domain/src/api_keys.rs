@@ -38,7 +38,7 @@ pub struct NewApiKey {
 }
 
 /// The SHA-256 digest of a key, hex-encoded: what the database stores and looks up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KeyHash(String);
 
 impl KeyHash {

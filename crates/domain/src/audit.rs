@@ -95,6 +95,24 @@ pub mod actions {
     pub const MFA_TOTP_REMOVE: &str = "mfa.totp.remove";
     pub const MFA_RECOVERY_CODE_USE: &str = "mfa.recovery_code.use";
     pub const MFA_RECOVERY_CODES_REGENERATE: &str = "mfa.recovery_codes.regenerate";
+    pub const PERMISSION_CREATE: &str = "permission.create";
+    pub const ROLE_CREATE: &str = "role.create";
+    pub const ROLE_UPDATE: &str = "role.update";
+    pub const ROLE_DELETE: &str = "role.delete";
+    pub const ROLE_PERMISSIONS_UPDATE: &str = "role.permissions.update";
+    pub const ROLE_ASSIGN: &str = "role.assign";
+    pub const ROLE_UNASSIGN: &str = "role.unassign";
+    pub const GROUP_CREATE: &str = "group.create";
+    pub const GROUP_UPDATE: &str = "group.update";
+    pub const GROUP_DELETE: &str = "group.delete";
+    pub const GROUP_MEMBER_ADD: &str = "group.member.add";
+    pub const GROUP_MEMBER_UPDATE: &str = "group.member.update";
+    pub const GROUP_MEMBER_REMOVE: &str = "group.member.remove";
+    pub const GROUP_ROLE_GRANT: &str = "group.role.grant";
+    pub const GROUP_ROLE_REVOKE: &str = "group.role.revoke";
+    pub const POLICY_CREATE: &str = "policy.create";
+    pub const POLICY_UPDATE: &str = "policy.update";
+    pub const POLICY_DELETE: &str = "policy.delete";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -197,6 +215,24 @@ impl EntityRef {
     pub fn session(id: crate::ids::SessionId) -> Self {
         Self {
             kind: "session",
+            id: Some(id.into_uuid()),
+        }
+    }
+    pub fn role(id: crate::ids::RoleId) -> Self {
+        Self {
+            kind: "role",
+            id: Some(id.into_uuid()),
+        }
+    }
+    pub fn group(id: crate::ids::GroupId) -> Self {
+        Self {
+            kind: "group",
+            id: Some(id.into_uuid()),
+        }
+    }
+    pub fn policy(id: crate::ids::PolicyId) -> Self {
+        Self {
+            kind: "policy",
             id: Some(id.into_uuid()),
         }
     }

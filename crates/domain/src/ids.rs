@@ -89,3 +89,15 @@ id_type!(
     /// Identifies a sign-in session.
     SessionId
 );
+id_type!(
+    /// Identifies a role (a named set of permissions).
+    RoleId
+);
+id_type!(
+    /// Identifies a group of users.
+    GroupId
+);
+id_type!(
+    /// Identifies an ABAC (Cedar) policy.
+    PolicyId
+);

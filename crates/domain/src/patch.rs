@@ -45,3 +45,14 @@ impl<T> From<Option<Option<T>>> for Patch<T> {
         }
     }
 }
+
+impl<T> Patch<T> {
+    /// Converts the value inside with an infallible function, keeping the variant.
+    pub fn map_into<U>(self, f: impl FnOnce(T) -> U) -> Patch<U> {
+        match self {
+            Patch::Keep => Patch::Keep,
+            Patch::Clear => Patch::Clear,
+            Patch::Set(v) => Patch::Set(f(v)),
+        }
+    }
+}

@@ -33,7 +33,9 @@ pub struct PoolStats {
 }
 
 #[async_trait]
-pub trait Store: crate::auth_store::AuthStore + Send + Sync + 'static {
+pub trait Store:
+    crate::auth_store::AuthStore + crate::authz_store::AuthzStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 

@@ -429,3 +429,58 @@ mod tests {
         }
     }
 }
+
+string_value!(
+    /// A free-text description of at most 1,000 characters (line breaks allowed).
+    Description
+);
+
+impl Description {
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let s = raw.trim();
+        if s.chars().count() > 1000 {
+            return Err(FieldError::new(
+                field,
+                "too_long",
+                "must be at most 1000 characters",
+            ));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(FieldError::new(
+                field,
+                "invalid_characters",
+                "must not contain control characters other than line breaks and tabs",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+string_value!(
+    /// A machine name: a lower-case ASCII letter, then up to 63 lower-case letters, digits,
+    /// `_` or `-` (role names, group names, permission resources and actions).
+    Identifier
+);
+
+impl Identifier {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        if Self::is_valid(raw) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(FieldError::new(
+                field,
+                "invalid_identifier",
+                "must start with a lower-case letter and contain only a-z, 0-9, '_' and '-' (at most 64 characters)",
+            ))
+        }
+    }
+
+    pub fn is_valid(raw: &str) -> bool {
+        let mut chars = raw.chars();
+        matches!(chars.next(), Some('a'..='z'))
+            && raw.len() <= Self::MAX_LEN
+            && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+    }
+}

@@ -179,7 +179,11 @@ pub async fn router(
     .await
     .map_err(|e| anyhow::anyhow!("cannot start authentication: {e}"))?;
     spawn_housekeeping(Arc::downgrade(&auth));
-    Ok(api::app(AppState::new(store, auth), &settings))
+    let authz = Arc::new(portcullis_authz::Engine::new(store.clone()));
+    spawn_authz_sync(Arc::downgrade(&authz));
+    let state = AppState::new(store, auth, authz)
+        .with_api_key_cache(Duration::from_secs(config.http.api_key_cache_seconds));
+    Ok(api::app(state, &settings))
 }
 
 /// Every minute: picks up signing keys added by another replica or by `portcullis keys
@@ -205,6 +209,25 @@ fn spawn_housekeeping(auth: std::sync::Weak<AuthService>) {
                     }
                     Err(e) => tracing::warn!(error = %e, "could not prune sessions and tokens"),
                 }
+            }
+        }
+    });
+}
+
+/// Every second: drops cached authorization data of tenants changed by another replica
+/// (this replica's own changes invalidate the cache at once). Stops when the engine is
+/// dropped.
+fn spawn_authz_sync(engine: std::sync::Weak<portcullis_authz::Engine>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(engine) = engine.upgrade() else {
+                break;
+            };
+            if let Err(e) = engine.sync().await {
+                tracing::warn!(error = %e, "could not read authorization versions");
             }
         }
     });

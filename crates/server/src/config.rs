@@ -153,6 +153,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_seconds: u64,
+    /// How long an authenticated API key is trusted before the database is asked again
+    /// (0: every request asks). A revoked key stops working within this time.
+    pub api_key_cache_seconds: u64,
 }
 
 impl Default for Config {
@@ -184,6 +187,7 @@ impl Default for HttpConfig {
         Self {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 30,
+            api_key_cache_seconds: 5,
         }
     }
 }
@@ -315,6 +319,11 @@ impl Config {
                         .parse()
                         .map_err(|_| bad("must be a non-negative integer"))?
                 }
+                "HTTP_API_KEY_CACHE_SECONDS" => {
+                    self.http.api_key_cache_seconds = value
+                        .parse()
+                        .map_err(|_| bad("must be a non-negative integer"))?
+                }
                 "PUBLIC_URL" => self.auth.public_url = value,
                 "MASTER_KEY" => self.auth.master_key = Some(value).filter(|v| !v.is_empty()),
                 "AUTH_SIGNING_ALGORITHM" => self.auth.signing_algorithm = value,
@@ -387,6 +396,9 @@ impl Config {
         }
         if self.http.max_body_bytes < 1024 {
             bail!("http.max_body_bytes must be at least 1024");
+        }
+        if self.http.api_key_cache_seconds > 300 {
+            bail!("http.api_key_cache_seconds must be at most 300");
         }
         let a = &self.auth;
         if !(a.public_url.starts_with("http://") || a.public_url.starts_with("https://")) {

@@ -33,7 +33,7 @@ const URL_VAR: &str = "PORTCULLIS_TEST_DATABASE_URL";
 
 /// Runs `case` against a migrated store in a fresh schema, dropped afterwards whatever the
 /// outcome.
-async fn run<F, Fut>(case: F)
+pub(crate) async fn run<F, Fut>(case: F)
 where
     F: FnOnce(PgStore) -> Fut,
     Fut: Future<Output = ()>,

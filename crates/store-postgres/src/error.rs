@@ -37,8 +37,8 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
 }
 
 /// Like [`db`], but turning violations of the named constraints into the domain's
-/// conflicts (duplicate slug, email, username, secret, key id) and unknown tenants, users
-/// and sessions.
+/// conflicts (duplicate slug, email, username, secret, key id, role, group or policy name,
+/// permission, group grant) and unknown tenants, users, sessions, groups and roles.
 pub(crate) fn write(e: sqlx::Error) -> Error {
     if let sqlx::Error::Database(d) = &e {
         let constraint = d.constraint().unwrap_or_default();
@@ -78,12 +78,50 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
                         "a signing key with this id exists",
                     )
                 }
+                "roles_tenant_name_key" => return role_name_taken(),
+                "groups_tenant_name_key" => {
+                    return conflict(
+                        "group_name_taken",
+                        Some("name"),
+                        "a group with this name already exists in the tenant",
+                    )
+                }
+                "policies_tenant_name_key" => {
+                    return conflict(
+                        "policy_name_taken",
+                        Some("name"),
+                        "a policy with this name already exists in the tenant",
+                    )
+                }
+                "permissions_pkey" => {
+                    return conflict(
+                        "permission_exists",
+                        Some("permission"),
+                        "the tenant already defines this permission",
+                    )
+                }
+                "group_roles_pkey" => {
+                    return conflict(
+                        "already_granted",
+                        Some("role_id"),
+                        "the group already has this role",
+                    )
+                }
                 _ => {}
             }
         }
         if d.is_foreign_key_violation() {
             // Foreign keys are named `<table>_<column>_fkey` (PostgreSQL's default, spelled
             // out in the migrations).
+            if constraint == "groups_parent_id_fkey" {
+                return unknown_group();
+            }
+            if constraint.ends_with("_role_id_fkey") {
+                return unknown_role();
+            }
+            if constraint.ends_with("_group_id_fkey") {
+                return Error::NotFound { entity: "group" };
+            }
             if constraint.ends_with("_tenant_id_fkey") {
                 return Error::NotFound { entity: "tenant" };
             }
@@ -104,6 +142,33 @@ pub(crate) fn conflict(code: &'static str, field: Option<&'static str>, message:
         message: message.to_owned(),
         field,
     }
+}
+
+pub(crate) fn role_name_taken() -> Error {
+    conflict(
+        "role_name_taken",
+        Some("name"),
+        "a role with this name already exists in the tenant",
+    )
+}
+
+/// A parent group that is not a group of the tenant.
+pub(crate) fn unknown_group() -> Error {
+    Error::field(
+        "parent_id",
+        "unknown_group",
+        "must be the id of a group of this tenant",
+    )
+}
+
+/// A role given to a user or a group that is neither the tenant's nor the super
+/// administrator role.
+pub(crate) fn unknown_role() -> Error {
+    Error::field(
+        "role_id",
+        "unknown_role",
+        "must be the id of a role of this tenant",
+    )
 }
 
 /// A stored value the domain does not accept: the schema and the code disagree.

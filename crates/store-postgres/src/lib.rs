@@ -1,5 +1,5 @@
 //! The PostgreSQL implementation of [`domain::Store`] (and of [`domain::AuthStore`], in
-//! `auth`).
+//! `auth`, and [`domain::AuthzStore`], in `authz`).
 //!
 //! Every mutation runs in one transaction together with its audit event. Queries are built
 //! at run time (`sqlx::query` + manual row mapping); the schema lives in `migrations/`.
@@ -10,6 +10,9 @@ mod audit;
 mod auth;
 #[cfg(test)]
 mod auth_tests;
+mod authz;
+#[cfg(test)]
+mod authz_tests;
 mod error;
 mod rows;
 mod tenants;
@@ -157,7 +160,9 @@ impl Store for PgStore {
             .map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e) => error::db(e),
                 other => Error::internal(other),
-            })
+            })?;
+        // Tenants created before authorization existed get their default roles.
+        authz::backfill_default_roles(&self.pool).await
     }
 
     async fn ping(&self) -> Result<()> {

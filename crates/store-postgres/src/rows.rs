@@ -7,9 +7,15 @@ use domain::audit::{ActorType, AuditEvent};
 use domain::auth::{
     Credentials, OneTimeToken, Session, SessionKind, SigningKeyRecord, TokenPurpose, TotpCredential,
 };
+use domain::authz::{
+    Group, GroupMember, GroupMemberRole, GroupSummary, GroupType, Permission, PermissionKey,
+    Policy, PolicyEffect, PolicyVersion, Role, RoleAssignment, RoleType, Scope,
+};
 use domain::tenants::{Plan, Tenant, TenantStatus};
 use domain::users::{User, UserStatus};
-use domain::{ApiKeyId, AuditEventId, Result, SessionId, TenantId, UserId};
+use domain::{
+    ApiKeyId, AuditEventId, GroupId, PolicyId, Result, RoleId, SessionId, TenantId, UserId,
+};
 use serde_json::{Map, Value};
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -49,6 +55,43 @@ pub(crate) const TOTP_COLUMNS: &str =
 
 pub(crate) const SIGNING_KEY_COLUMNS: &str =
     "kid, algorithm, private_key_ciphertext, public_jwk, created_at, retired_at";
+
+/// The columns of a role `r`, with its permissions as `resource:action:scope` strings.
+pub(crate) const ROLE_COLUMNS: &str = "r.id, r.tenant_id, r.name, r.display_name, \
+     r.description, r.role_type, r.priority, r.active, r.created_at, r.updated_at, \
+     ARRAY(SELECT p.resource || ':' || p.action || ':' || p.scope FROM role_permissions p \
+     WHERE p.role_id = r.id) AS permissions";
+
+/// The columns of an assignment `a` joined to its role `r`.
+pub(crate) const ASSIGNMENT_COLUMNS: &str = "a.user_id, a.role_id, r.name AS role_name, \
+     a.assigned_by_type, a.assigned_by, a.assigned_at, a.expires_at";
+
+pub(crate) const GROUP_COLUMNS: &str = "g.id, g.tenant_id, g.name, g.display_name, \
+     g.description, g.group_type, g.parent_id, g.max_members, g.active, g.settings, \
+     g.created_at, g.updated_at";
+
+/// [`GROUP_COLUMNS`] and the member counts of the group `g`: every member, and those whose
+/// user is active (and not deleted).
+pub(crate) const GROUP_SUMMARY_COLUMNS: &str = "g.id, g.tenant_id, g.name, g.display_name, \
+     g.description, g.group_type, g.parent_id, g.max_members, g.active, g.settings, \
+     g.created_at, g.updated_at, \
+     (SELECT count(*) FROM group_members m WHERE m.group_id = g.id) AS member_count, \
+     (SELECT count(*) FROM group_members m JOIN users u ON u.id = m.user_id \
+      WHERE m.group_id = g.id AND u.status = 'active' AND u.deleted_at IS NULL) \
+     AS active_member_count";
+
+/// The columns of a membership `m` joined to its user `u`.
+pub(crate) const MEMBER_COLUMNS: &str = "m.group_id, m.user_id, u.email, u.full_name, \
+     u.department, u.job_title, u.status, m.role_in_group, m.joined_at, m.added_by_type, \
+     m.added_by";
+
+pub(crate) const POLICY_COLUMNS: &str = "id, tenant_id, name, description, effect, source, \
+     active, version, created_at, updated_at";
+
+pub(crate) const POLICY_VERSION_COLUMNS: &str = "policy_id, version, name, effect, source, \
+     active, changed_at, changed_by_type, changed_by";
+
+pub(crate) const PERMISSION_COLUMNS: &str = "resource, action, scope, description, created_at";
 
 fn parse<T: FromStr>(what: &str, s: &str) -> Result<T> {
     s.parse().map_err(|_| corrupt(what, s))
@@ -226,6 +269,141 @@ pub(crate) fn signing_key(row: &PgRow) -> Result<SigningKeyRecord> {
         public_jwk: jwk.0,
         created_at: get(row, "created_at")?,
         retired_at: get(row, "retired_at")?,
+    })
+}
+
+pub(crate) fn role(row: &PgRow) -> Result<Role> {
+    let role_type: String = get(row, "role_type")?;
+    let tenant: Option<uuid::Uuid> = get(row, "tenant_id")?;
+    let stored: Vec<String> = get(row, "permissions")?;
+    let mut permissions = stored
+        .iter()
+        .map(|p| PermissionKey::parse("permission", p).map_err(|_| corrupt("permission", p)))
+        .collect::<Result<Vec<_>>>()?;
+    permissions.sort();
+    Ok(Role {
+        id: RoleId::from_uuid(get(row, "id")?),
+        tenant_id: tenant.map(TenantId::from_uuid),
+        name: get(row, "name")?,
+        display_name: get(row, "display_name")?,
+        description: get(row, "description")?,
+        role_type: parse::<RoleType>("role type", &role_type)?,
+        priority: get(row, "priority")?,
+        active: get(row, "active")?,
+        permissions,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn assignment(row: &PgRow) -> Result<RoleAssignment> {
+    let by_type: String = get(row, "assigned_by_type")?;
+    Ok(RoleAssignment {
+        user_id: UserId::from_uuid(get(row, "user_id")?),
+        role_id: RoleId::from_uuid(get(row, "role_id")?),
+        role_name: get(row, "role_name")?,
+        assigned_by_type: parse::<ActorType>("actor type", &by_type)?,
+        assigned_by: get(row, "assigned_by")?,
+        assigned_at: get(row, "assigned_at")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}
+
+pub(crate) fn group(row: &PgRow) -> Result<Group> {
+    let group_type: String = get(row, "group_type")?;
+    let parent: Option<uuid::Uuid> = get(row, "parent_id")?;
+    let settings: Json<Map<String, Value>> = get(row, "settings")?;
+    Ok(Group {
+        id: GroupId::from_uuid(get(row, "id")?),
+        tenant_id: TenantId::from_uuid(get(row, "tenant_id")?),
+        name: get(row, "name")?,
+        display_name: get(row, "display_name")?,
+        description: get(row, "description")?,
+        group_type: parse::<GroupType>("group type", &group_type)?,
+        parent_id: parent.map(GroupId::from_uuid),
+        max_members: get(row, "max_members")?,
+        active: get(row, "active")?,
+        settings: settings.0,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn group_summary(row: &PgRow) -> Result<GroupSummary> {
+    Ok(GroupSummary {
+        group: group(row)?,
+        member_count: get(row, "member_count")?,
+        active_member_count: get(row, "active_member_count")?,
+    })
+}
+
+pub(crate) fn member(row: &PgRow) -> Result<GroupMember> {
+    let status: String = get(row, "status")?;
+    let role_in_group: String = get(row, "role_in_group")?;
+    let by_type: String = get(row, "added_by_type")?;
+    Ok(GroupMember {
+        group_id: GroupId::from_uuid(get(row, "group_id")?),
+        user_id: UserId::from_uuid(get(row, "user_id")?),
+        email: get(row, "email")?,
+        full_name: get(row, "full_name")?,
+        department: get(row, "department")?,
+        job_title: get(row, "job_title")?,
+        status: parse::<UserStatus>("user status", &status)?,
+        role_in_group: parse::<GroupMemberRole>("group role", &role_in_group)?,
+        joined_at: get(row, "joined_at")?,
+        added_by_type: parse::<ActorType>("actor type", &by_type)?,
+        added_by: get(row, "added_by")?,
+    })
+}
+
+pub(crate) fn policy(row: &PgRow) -> Result<Policy> {
+    let effect: String = get(row, "effect")?;
+    Ok(Policy {
+        id: PolicyId::from_uuid(get(row, "id")?),
+        tenant_id: TenantId::from_uuid(get(row, "tenant_id")?),
+        name: get(row, "name")?,
+        description: get(row, "description")?,
+        effect: parse::<PolicyEffect>("policy effect", &effect)?,
+        source: get(row, "source")?,
+        active: get(row, "active")?,
+        version: get(row, "version")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+pub(crate) fn policy_version(row: &PgRow) -> Result<PolicyVersion> {
+    let effect: String = get(row, "effect")?;
+    let by_type: String = get(row, "changed_by_type")?;
+    Ok(PolicyVersion {
+        policy_id: PolicyId::from_uuid(get(row, "policy_id")?),
+        version: get(row, "version")?,
+        name: get(row, "name")?,
+        effect: parse::<PolicyEffect>("policy effect", &effect)?,
+        source: get(row, "source")?,
+        active: get(row, "active")?,
+        changed_at: get(row, "changed_at")?,
+        changed_by_type: parse::<ActorType>("actor type", &by_type)?,
+        changed_by: get(row, "changed_by")?,
+    })
+}
+
+/// A tenant-defined permission.
+pub(crate) fn permission(row: &PgRow) -> Result<Permission> {
+    let resource: String = get(row, "resource")?;
+    let action: String = get(row, "action")?;
+    let scope: String = get(row, "scope")?;
+    let scope = parse::<Scope>("scope", &scope)?;
+    let key = PermissionKey::new(&resource, &action, scope)
+        .map_err(|_| corrupt("permission", &format!("{resource}:{action}")))?;
+    Ok(Permission {
+        permission: key,
+        resource,
+        action,
+        scope,
+        description: get(row, "description")?,
+        built_in: false,
+        created_at: Some(get(row, "created_at")?),
     })
 }
 

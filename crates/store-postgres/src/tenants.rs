@@ -1,4 +1,4 @@
-//! Tenants (platform scope).
+//! Tenants (platform scope). A new tenant starts with its default roles (`authz`).
 
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
 use domain::page::encode_cursor;
@@ -10,7 +10,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use crate::error::{db, write};
 use crate::rows::{self, TENANT_COLUMNS};
-use crate::{audit, PgStore};
+use crate::{audit, authz, PgStore};
 
 fn not_found() -> Error {
     Error::NotFound { entity: "tenant" }
@@ -67,6 +67,7 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .map_err(write)?;
+        authz::seed_tenant(&mut tx, t.id, now).await?;
         let ev = AuditEvent::record(
             ctx,
             t.id,

@@ -1,12 +1,15 @@
 //! Users: creation under the tenant's quota (with an initial password, if any), the manager
 //! invariants, optimistic concurrency, soft deletion, bulk seeding and keyset-paginated
 //! listing. Blocking, suspending, deactivating or deleting a user revokes their sessions in
-//! the same transaction.
+//! the same transaction. Every new user is given the tenant's `user` role; updates,
+//! deletions and restorations increment the tenant's authorization version (a user's
+//! status, department and manager feed decisions) and keep the last super administrator.
 
 use std::collections::HashSet;
 
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
 use domain::auth::NewPassword;
+use domain::authz::USER_ROLE;
 use domain::users::{
     DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
     UserStatus,
@@ -21,7 +24,7 @@ use uuid::Uuid;
 
 use crate::error::{db, invalid_cursor, write};
 use crate::rows::{self, search_lexemes, search_tsquery, USER_COLUMNS};
-use crate::{audit, auth, PgStore};
+use crate::{audit, auth, authz, PgStore};
 
 /// The sort key of `sort=last_login`; must match the expression of
 /// `users_tenant_last_login_idx` exactly for the index to serve it.
@@ -36,10 +39,11 @@ const INSERT_USER: &str = "INSERT INTO users (id, tenant_id, email, email_lower,
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, array_to_tsvector(string_to_array($9, ' ')), $10, $11, $12, $13, \
      $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
-/// Creates a user of a tenant without a quota, with its audit event, in one statement:
-/// `$1`..`$25` as [`bind_user`] binds them, `$26`..`$38` as `audit::bind_event` does. Inserts
-/// nothing when the tenant is missing or has a quota, or the manager is not a non-deleted
-/// user of the tenant; the result row tells which.
+/// Creates a user of a tenant without a quota, with its audit event and the tenant's `user`
+/// role (`$39` names it), in one statement: `$1`..`$25` as [`bind_user`] binds them,
+/// `$26`..`$38` as `audit::bind_event` does. Inserts nothing when the tenant is missing or
+/// has a quota, or the manager is not a non-deleted user of the tenant; the result row tells
+/// which.
 const CREATE_USER_UNLIMITED: &str = "WITH t AS (SELECT max_users FROM tenants WHERE id = $2), \
      ok AS (SELECT 1 FROM t WHERE t.max_users IS NULL AND ($14::uuid IS NULL OR EXISTS \
        (SELECT 1 FROM users m WHERE m.tenant_id = $2 AND m.id = $14 AND m.deleted_at IS NULL))), \
@@ -51,7 +55,11 @@ const CREATE_USER_UNLIMITED: &str = "WITH t AS (SELECT max_users FROM tenants WH
        $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25 FROM ok RETURNING id), \
      a AS (INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
        entity_type, entity_id, before, after, ip, user_agent, request_id) \
-       SELECT $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38 FROM u) \
+       SELECT $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38 FROM u), \
+     r AS (INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by_type, assigned_by, \
+       assigned_at, expires_at) \
+       SELECT $2, u.id, ro.id, 'system', NULL, $22, NULL FROM u \
+       JOIN roles ro ON ro.tenant_id = $2 AND ro.name = $39) \
      SELECT EXISTS (SELECT 1 FROM t) AS tenant_found, \
        EXISTS (SELECT 1 FROM t WHERE max_users IS NOT NULL) AS limited, \
        (SELECT count(*) FROM u) AS inserted";
@@ -469,6 +477,7 @@ impl PgStore {
         if password.is_none() {
             let q = bind_user(sqlx::query(CREATE_USER_UNLIMITED), &user);
             let row = audit::bind_event(q, &ev)
+                .bind(USER_ROLE)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(write)?;
@@ -497,6 +506,7 @@ impl PgStore {
             check_manager(&mut tx, tenant, m).await?;
         }
         insert_user(&mut tx, &user).await?;
+        authz::give_user_role(&mut tx, tenant, &[user.id.into_uuid()], now).await?;
         if let Some(p) = &password {
             auth::store_password(&mut tx, tenant, user.id, p, now).await?;
         }
@@ -520,6 +530,8 @@ impl PgStore {
         let mut inserted = 0;
         for batch in users.chunks(SEED_BATCH) {
             inserted += seed_batch(&mut tx, tenant, batch).await?;
+            let ids: Vec<Uuid> = batch.iter().map(|u| u.id.into_uuid()).collect();
+            authz::give_user_role(&mut tx, tenant, &ids, now).await?;
         }
         let ev = AuditEvent::record(
             ctx,
@@ -683,10 +695,14 @@ impl PgStore {
     ) -> Result<User> {
         let now = domain::time::now();
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // A user's status, department and manager feed authorization decisions.
+        authz::bump_version(&mut tx, tenant).await?;
         let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
         check_version(expected_version, before.version)?;
         let changes_manager = patch.changes_manager();
         let after = patch.apply(before.clone(), now)?;
+        authz::guard_super_admin_loss(&mut tx, &before, after.status == UserStatus::Active, now)
+            .await?;
         if changes_manager {
             if let Some(m) = after.manager_id {
                 check_manager_chain(&mut tx, tenant, id, m).await?;
@@ -728,8 +744,10 @@ impl PgStore {
     ) -> Result<User> {
         let now = domain::time::now();
         let mut tx = self.pool.begin().await.map_err(db)?;
+        authz::bump_version(&mut tx, tenant).await?;
         let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
         check_version(expected_version, before.version)?;
+        authz::guard_super_admin_loss(&mut tx, &before, false, now).await?;
         let after = before.soft_deleted(now);
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
@@ -747,6 +765,7 @@ impl PgStore {
     ) -> Result<User> {
         let now = domain::time::now();
         let mut tx = self.pool.begin().await.map_err(db)?;
+        authz::bump_version(&mut tx, tenant).await?;
         // The tenant row (when it has a quota) is locked before the user row, in the same
         // order as user creation takes its locks.
         let q = quota_locked_if_limited(&mut tx, tenant)

@@ -559,6 +559,7 @@ impl AuthStore for SqliteStore {
             check_manager_exists(&mut tx, tenant, m).await?;
         }
         insert_users(&mut tx, "users", tenant, std::slice::from_ref(&user)).await?;
+        crate::authz::give_new_user_role(&mut tx, tenant, user.id, now).await?;
         if let Some(p) = &password {
             store_password(&mut tx, tenant, user.id, p, now).await?;
         }

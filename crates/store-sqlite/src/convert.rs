@@ -114,12 +114,12 @@ pub(crate) fn json_value(text: Option<String>) -> Result<Option<Value>> {
         .transpose()
 }
 
-fn parse_enum<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T> {
+pub(crate) fn parse_enum<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T> {
     raw.parse::<T>()
         .map_err(|e| corrupt(format_args!("{raw:?}: {e}")))
 }
 
-fn get<'r, T>(row: &'r SqliteRow, col: &str) -> Result<T>
+pub(crate) fn get<'r, T>(row: &'r SqliteRow, col: &str) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {

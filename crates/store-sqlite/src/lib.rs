@@ -1,5 +1,6 @@
 //! The SQLite implementation of [`domain::Store`] (its authentication part,
-//! [`domain::AuthStore`], lives in `auth`).
+//! [`domain::AuthStore`], lives in `auth`, its authorization part, [`domain::AuthzStore`],
+//! in `authz`).
 //!
 //! One database file in WAL mode, reached through two pools: a writer pool of exactly one
 //! connection that every mutation goes through (so a transaction that reads and then writes
@@ -8,10 +9,11 @@
 //! concurrently with the writer.
 //!
 //! Every mutation runs in one transaction on the writer together with its audit event, and
-//! enforces the invariants listed on [`domain::Store`] and [`domain::AuthStore`] inside that
-//! transaction.
+//! enforces the invariants listed on [`domain::Store`], [`domain::AuthStore`] and
+//! [`domain::AuthzStore`] inside that transaction.
 
 mod auth;
+mod authz;
 mod convert;
 
 use std::path::Path;
@@ -523,7 +525,11 @@ impl Store for SqliteStore {
             .map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e) => db_err(e),
                 other => Error::internal(other),
-            })
+            })?;
+        // Tenants created before authorization existed get their default roles.
+        let mut tx = self.writer.begin().await.map_err(db_err)?;
+        authz::backfill_default_roles(&mut tx).await?;
+        tx.commit().await.map_err(db_err)
     }
 
     async fn ping(&self) -> domain::Result<()> {
@@ -576,6 +582,8 @@ impl Store for SqliteStore {
             now,
         );
         insert_audit(&mut tx, &ev).await?;
+        // Part of the tenant's creation (its one event), not changes of their own.
+        authz::seed_default_roles(&mut tx, t.id, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(t)
     }
@@ -849,6 +857,7 @@ impl Store for SqliteStore {
         .await
         .map_err(write_err)?
         .rows_affected();
+        authz::give_seeded_users_role(&mut tx, tenant, "temp.seed_staging", now).await?;
         sqlx::query("DELETE FROM temp.seed_staging")
             .execute(&mut *tx)
             .await
@@ -916,6 +925,7 @@ impl Store for SqliteStore {
                 }
             }
         }
+        authz::apply_user_change_to_authz(&mut tx, &before, &after, now).await?;
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
@@ -935,6 +945,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         let before = load_live_user(&mut tx, tenant, id, expected_version).await?;
         let after = before.soft_deleted(now);
+        authz::apply_user_change_to_authz(&mut tx, &before, &after, now).await?;
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
@@ -955,6 +966,7 @@ impl Store for SqliteStore {
         let after = before.restored(now)?;
         let (t, active) = load_tenant(&mut tx, tenant).await?;
         check_quota(&t, active)?;
+        authz::apply_user_change_to_authz(&mut tx, &before, &after, now).await?;
         write_user(&mut tx, &after).await?;
         let ev = AuditEvent::user_change(ctx, actions::USER_RESTORE, Some(&before), &after, now);
         insert_audit(&mut tx, &ev).await?;
@@ -1018,3 +1030,6 @@ mod tests;
 
 #[cfg(test)]
 mod auth_tests;
+
+#[cfg(test)]
+mod authz_tests;

@@ -205,6 +205,9 @@ pub fn test_config() -> Config {
     config.auth.argon2_iterations = 1;
     config.auth.ip_requests_per_minute = 0;
     config.auth.secure_cookies = false;
+    // Tests revoke keys through the store and expect the next request to see it; the
+    // cache has its own test.
+    config.http.api_key_cache_seconds = 0;
     config.auth.master_key = Some(
         secrecy::ExposeSecret::expose_secret(
             &portcullis_auth::keys::MasterKey::generate().to_base64(),
@@ -400,6 +403,70 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Creates a user of the `default` tenant with a password (through the platform-admin key)
+/// and returns its JSON.
+pub async fn user_with_password(
+    app: &TestApp,
+    email: &str,
+    username: Option<&str>,
+    pw: &str,
+) -> Value {
+    let mut body = serde_json::json!({"email": email, "full_name": "Test Person", "password": pw});
+    if let Some(u) = username {
+        body["username"] = serde_json::json!(u);
+    }
+    app.create_user(&app.admin_key, body).await
+}
+
+/// `POST /api/v1/auth/login` to the tenant with this slug.
+pub async fn login_in(app: &TestApp, tenant: &str, login: &str, pw: &str) -> TestResponse {
+    app.send(
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        Some(&serde_json::json!({"tenant": tenant, "login": login, "password": pw})),
+        &[],
+    )
+    .await
+}
+
+/// `POST /api/v1/auth/login` to the `default` tenant.
+pub async fn login(app: &TestApp, login: &str, pw: &str) -> TestResponse {
+    login_in(app, "default", login, pw).await
+}
+
+/// The access token of a successful sign-in.
+#[track_caller]
+pub fn access(res: &TestResponse) -> String {
+    assert_eq!(res.status, 200, "{}", res.text);
+    res.body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// Signs in to the `default` tenant; returns (access token, refresh token).
+pub async fn signed_in(app: &TestApp, login_name: &str, pw: &str) -> (String, String) {
+    signed_in_to(app, "default", login_name, pw).await
+}
+
+/// Signs in to the tenant with this slug; returns (access token, refresh token).
+pub async fn signed_in_to(
+    app: &TestApp,
+    tenant: &str,
+    login_name: &str,
+    pw: &str,
+) -> (String, String) {
+    let res = login_in(app, tenant, login_name, pw).await;
+    (
+        access(&res),
+        res.body["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_owned(),
+    )
 }
 
 /// Runs each named `async fn case(app: TestApp)` on SQLite and on PostgreSQL.

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use base64::Engine;
 use portcullis_testkit::{
-    backend_tests, spawn_app_with, test_config, Backend, TestApp, TestResponse,
+    access, backend_tests, login, login_in, signed_in, spawn_app_with, test_config,
+    user_with_password, Backend, TestApp, TestResponse,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -42,47 +43,8 @@ const PW: &str = "vX9#mQ2!pLr7@tZk";
 const PW2: &str = "Yh4$wN8^cBq1&eJs";
 const PW3: &str = "Rf6*uT3%gDk9!mWa";
 
-async fn user_with_password(app: &TestApp, email: &str, username: Option<&str>, pw: &str) -> Value {
-    let mut body = json!({"email": email, "full_name": "Test Person", "password": pw});
-    if let Some(u) = username {
-        body["username"] = json!(u);
-    }
-    app.create_user(&app.admin_key, body).await
-}
-
-async fn login_in(app: &TestApp, tenant: &str, login: &str, pw: &str) -> TestResponse {
-    app.send(
-        Method::POST,
-        "/api/v1/auth/login",
-        None,
-        Some(&json!({"tenant": tenant, "login": login, "password": pw})),
-        &[],
-    )
-    .await
-}
-
-async fn login(app: &TestApp, login: &str, pw: &str) -> TestResponse {
-    login_in(app, "default", login, pw).await
-}
-
 async fn public_post(app: &TestApp, path: &str, body: Value) -> TestResponse {
     app.send(Method::POST, path, None, Some(&body), &[]).await
-}
-
-fn access(res: &TestResponse) -> String {
-    assert_eq!(res.status, 200, "{}", res.text);
-    res.body["access_token"]
-        .as_str()
-        .expect("access_token")
-        .to_owned()
-}
-
-async fn signed_in(app: &TestApp, login_name: &str, pw: &str) -> (String, String) {
-    let res = login(app, login_name, pw).await;
-    (
-        access(&res),
-        res.body["refresh_token"].as_str().unwrap().to_owned(),
-    )
 }
 
 /// The `token` parameter of the link in the last message to `to`.
@@ -1356,9 +1318,19 @@ async fn profile_and_progressive_profiling(app: TestApp) {
 async fn credentials_are_kept_to_their_endpoints(app: TestApp) {
     user_with_password(&app, "k@example.com", None, PW).await;
     let (t, _) = signed_in(&app, "k@example.com", PW).await;
-    app.get("/api/v1/users", &t)
+    // A user's token reaches administrative endpoints only as far as their roles allow: the
+    // default `user` role reads its own record, nothing else.
+    let res = app.get("/api/v1/users", &t).await;
+    assert_eq!(res.status.as_u16(), 200, "{}", res.text);
+    let items = res.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{}", res.text);
+    assert_eq!(items[0]["email"], "k@example.com");
+    app.get("/api/v1/roles", &t)
         .await
-        .assert_problem(403, "api_key_required");
+        .assert_problem(403, "forbidden");
+    app.get("/api/v1/tenants", &t)
+        .await
+        .assert_problem(403, "platform_admin_required");
     app.get("/api/v1/me", &app.admin_key)
         .await
         .assert_problem(403, "user_session_required");

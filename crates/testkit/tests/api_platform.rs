@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use portcullis_testkit::{backend_tests, TestApp};
+use portcullis_testkit::{backend_tests, Backend, TestApp};
 use reqwest::Method;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,6 +82,51 @@ async fn revoked_key_and_suspended_tenant_stop_working(app: TestApp) {
     app.get("/api/v1/users", &key)
         .await
         .assert_problem(401, "unauthorized");
+}
+
+/// An authenticated key is trusted for `http.api_key_cache_seconds`: a key revoked behind
+/// the server's back (CLI, another replica) stops working once that time has passed, while
+/// a tenant suspended through the API takes effect at once.
+async fn cached_keys_expire(backend: Backend) {
+    let mut config = portcullis_testkit::test_config();
+    config.http.api_key_cache_seconds = 1;
+    let Some(app) = portcullis_testkit::spawn_app_with(backend, config).await else {
+        return;
+    };
+    let (tenant_id, key) = app.create_tenant("cached", json!({})).await;
+    assert_eq!(app.get("/api/v1/users", &key).await.status, 200);
+    app.delete(&format!("/api/v1/tenants/{tenant_id}"), &app.admin_key)
+        .await;
+    app.get("/api/v1/users", &key)
+        .await
+        .assert_problem(403, "tenant_suspended");
+    app.patch(
+        &format!("/api/v1/tenants/{tenant_id}"),
+        &app.admin_key,
+        &json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(app.get("/api/v1/users", &key).await.status, 200);
+    let tid: domain::TenantId = tenant_id.parse().unwrap();
+    let keys = app.store.list_api_keys(tid).await.unwrap();
+    app.store
+        .revoke_api_key(tid, keys[0].id, &domain::audit::AuditContext::system())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.get("/api/v1/users", &key)
+        .await
+        .assert_problem(401, "unauthorized");
+}
+
+#[tokio::test]
+async fn cached_keys_expire_sqlite() {
+    cached_keys_expire(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn cached_keys_expire_postgres() {
+    cached_keys_expire(Backend::Postgres).await;
 }
 
 async fn tenant_management_needs_platform_admin(app: TestApp) {

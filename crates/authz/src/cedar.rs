@@ -1,0 +1,746 @@
+//! The Cedar model of a tenant: its schema (the one place that defines what policies may
+//! refer to), the entities and context of a request, its compiled policies indexed by
+//! action, and the validation of a policy's source.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use chrono::{Datelike, Timelike};
+use domain::authz::{ActionKey, PolicyEffect, PrincipalData, BUILT_IN_RESOURCES};
+use domain::{Error, PolicyId};
+use miette::Diagnostic;
+
+use crate::decide::ResourceAttrs;
+use crate::model::{Context, Resource};
+use crate::rights::Rights;
+
+/// The fixed part of every tenant's schema; the actions follow it.
+const SCHEMA_HEAD: &str = r#"// The Cedar schema of a Portcullis tenant: what its policies may refer to.
+//
+// principal: the User who asks, `User::"<user id>"`. Its parents (`principal in ...`) are
+//   its managers (`principal in User::"<id>"`: the user is in that manager's org tree), the
+//   groups it belongs to directly or through a group's ancestors, by group NAME
+//   (`principal in Group::"engineering"`), and its effective roles by role NAME
+//   (`principal in Role::"admin"`). `principal.manager` is the direct manager.
+// action: `Action::"<resource>:<action>"`, e.g. `Action::"users:read"`.
+// resource: the object of the check, `Resource::"<kind>/<id>"`, or `Resource::"<kind>"`
+//   for a collection. Attributes other than owner, department and classification are
+//   tags, always strings: `resource.hasTag("x") && resource.getTag("x") == "y"`.
+// context.now: the time of the request in the caller's UTC offset (weekday 1 = Monday ...
+//   7 = Sunday; date is YYYY-MM-DD; unix is seconds since 1970).
+
+type Now = {
+  hour: Long,
+  minute: Long,
+  weekday: Long,
+  date: String,
+  unix: Long,
+};
+
+type Context = {
+  now: Now,
+  ip?: ipaddr,
+  risk_score: Long,
+  mfa_level: Long,
+  device_trusted: Bool,
+};
+
+entity Role;
+entity Group in [Group];
+entity User in [User, Group, Role] = {
+  email: String,
+  department?: String,
+  job_title?: String,
+  clearance_level: Long,
+  gdpr_consent: Bool,
+  manager?: User,
+  status: String,
+  roles: Set<String>,
+};
+entity Resource = {
+  kind: String,
+  id?: String,
+  owner?: User,
+  department?: String,
+  classification?: Long,
+} tags String;
+"#;
+
+/// The schema text of a tenant whose own actions are `custom` (built-in ones are added).
+pub(crate) fn schema_text(custom: &BTreeSet<ActionKey>) -> String {
+    let mut out = String::from(SCHEMA_HEAD);
+    out.push_str("\naction\n");
+    let actions = all_actions(custom);
+    for (i, a) in actions.iter().enumerate() {
+        let sep = if i + 1 == actions.len() { "" } else { "," };
+        // Action keys are lower-case identifiers and a colon: nothing to escape.
+        let _ = writeln!(out, "  \"{a}\"{sep}");
+    }
+    out.push_str("  appliesTo {\n    principal: [User],\n    resource: [Resource],\n    context: Context,\n  };\n");
+    out
+}
+
+fn all_actions(custom: &BTreeSet<ActionKey>) -> Vec<ActionKey> {
+    let mut all: BTreeSet<ActionKey> = custom.clone();
+    for (resource, actions, _) in BUILT_IN_RESOURCES {
+        for action in *actions {
+            if let Ok(key) = ActionKey::parse("action", &format!("{resource}:{action}")) {
+                all.insert(key);
+            }
+        }
+    }
+    all.into_iter().collect()
+}
+
+/// The entity type names, parsed once.
+pub(crate) struct Names {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    role: EntityTypeName,
+    resource: EntityTypeName,
+    action: EntityTypeName,
+}
+
+impl Names {
+    fn new() -> Result<Self, Error> {
+        let parse = |s: &str| EntityTypeName::from_str(s).map_err(Error::internal);
+        Ok(Self {
+            user: parse("User")?,
+            group: parse("Group")?,
+            role: parse("Role")?,
+            resource: parse("Resource")?,
+            action: parse("Action")?,
+        })
+    }
+
+    pub fn user(&self, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.user.clone(), EntityId::new(id))
+    }
+
+    fn uid(&self, ty: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+    }
+}
+
+/// A user as Cedar sees it: its entity, and an entity store holding it, to which a
+/// request adds its resource.
+pub(crate) struct CedarPrincipal {
+    pub entity: Entity,
+    entities: Entities,
+}
+
+/// A tenant's compiled Cedar state.
+pub(crate) struct TenantCedar {
+    pub schema_text: String,
+    pub validator: Validator,
+    pub names: Names,
+    actions: HashMap<ActionKey, EntityUid>,
+    pub policies: PolicyIndex,
+}
+
+impl TenantCedar {
+    pub fn compile(
+        custom: &BTreeSet<ActionKey>,
+        policies: &[domain::authz::Policy],
+    ) -> Result<Self, Error> {
+        let names = Names::new()?;
+        let schema_text = schema_text(custom);
+        let (schema, _warnings) =
+            Schema::from_cedarschema_str(&schema_text).map_err(Error::internal)?;
+        let actions = all_actions(custom)
+            .into_iter()
+            .map(|a| {
+                let uid = names.uid(&names.action, &a.to_string());
+                (a, uid)
+            })
+            .collect();
+        Ok(Self {
+            schema_text,
+            validator: Validator::new(schema),
+            policies: PolicyIndex::new(policies)?,
+            names,
+            actions,
+        })
+    }
+
+    /// The request and entities Cedar evaluates a check with. `owner` is the Cedar entity of
+    /// the resource's owner when that is a user of the tenant other than the principal.
+    pub fn input(
+        &self,
+        principal: &CedarPrincipal,
+        action: &ActionKey,
+        resource: &Resource,
+        attrs: &ResourceAttrs,
+        context: &Context,
+        owner: Option<&Entity>,
+    ) -> Result<(Request, Entities), Error> {
+        let action = self
+            .actions
+            .get(action)
+            .cloned()
+            .unwrap_or_else(|| self.names.uid(&self.names.action, &action.to_string()));
+        let resource = self.resource_entity(resource, attrs)?;
+        let request = Request::new(
+            principal.entity.uid(),
+            action,
+            resource.uid(),
+            cedar_context(context)?,
+            None,
+        )
+        .map_err(Error::internal)?;
+        let mut added = vec![resource];
+        if let Some(o) = owner.filter(|o| o.uid() != principal.entity.uid()) {
+            added.push(o.clone());
+        }
+        // Adding to the principal's prepared store costs a fraction of building one anew
+        // (Cedar computes the transitive closure of the whole store it builds).
+        let entities = principal
+            .entities
+            .clone()
+            .add_entities(added, None)
+            .map_err(Error::internal)?;
+        Ok((request, entities))
+    }
+
+    /// The Cedar entity of a user: attributes, and as parents its managers, the groups it
+    /// reaches and its effective roles; with the entity store of requests it makes.
+    pub fn principal(&self, p: &PrincipalData, rights: &Rights) -> Result<CedarPrincipal, Error> {
+        let entity = self.principal_entity(p, rights)?;
+        let entities = Entities::from_entities([entity.clone()], None).map_err(Error::internal)?;
+        Ok(CedarPrincipal { entity, entities })
+    }
+
+    fn principal_entity(&self, p: &PrincipalData, rights: &Rights) -> Result<Entity, Error> {
+        let n = &self.names;
+        let u = &p.user;
+        let mut attrs: Vec<(String, RestrictedExpression)> = vec![
+            (
+                "email".into(),
+                RestrictedExpression::new_string(u.email.clone()),
+            ),
+            (
+                "clearance_level".into(),
+                RestrictedExpression::new_long(u.clearance_level.map_or(0, i64::from)),
+            ),
+            (
+                "gdpr_consent".into(),
+                RestrictedExpression::new_bool(gdpr_consent(u)),
+            ),
+            (
+                "status".into(),
+                RestrictedExpression::new_string(u.status.as_str().to_owned()),
+            ),
+            (
+                "roles".into(),
+                RestrictedExpression::new_set(
+                    rights
+                        .role_names
+                        .iter()
+                        .map(|r| RestrictedExpression::new_string(r.clone())),
+                ),
+            ),
+        ];
+        if let Some(d) = &u.department {
+            attrs.push((
+                "department".into(),
+                RestrictedExpression::new_string(d.clone()),
+            ));
+        }
+        if let Some(j) = &u.job_title {
+            attrs.push((
+                "job_title".into(),
+                RestrictedExpression::new_string(j.clone()),
+            ));
+        }
+        if let Some(m) = u.manager_id {
+            attrs.push((
+                "manager".into(),
+                RestrictedExpression::new_entity_uid(n.user(&m.to_string())),
+            ));
+        }
+        let parents = p
+            .manager_chain
+            .iter()
+            .map(|m| n.user(&m.to_string()))
+            .chain(rights.group_names.iter().map(|g| n.uid(&n.group, g)))
+            .chain(rights.role_names.iter().map(|r| n.uid(&n.role, r)));
+        Entity::new_with_tags(n.user(&u.id.to_string()), attrs, parents, [])
+            .map_err(Error::internal)
+    }
+
+    fn resource_entity(&self, r: &Resource, attrs: &ResourceAttrs) -> Result<Entity, Error> {
+        let n = &self.names;
+        let id = match &r.id {
+            Some(id) => format!("{}/{id}", r.kind),
+            None => r.kind.clone(),
+        };
+        let mut fields = vec![(
+            "kind".to_owned(),
+            RestrictedExpression::new_string(r.kind.clone()),
+        )];
+        if let Some(id) = &r.id {
+            fields.push(("id".into(), RestrictedExpression::new_string(id.clone())));
+        }
+        if let Some(o) = &attrs.owner {
+            fields.push((
+                "owner".into(),
+                RestrictedExpression::new_entity_uid(n.user(o)),
+            ));
+        }
+        if let Some(d) = &attrs.department {
+            fields.push((
+                "department".into(),
+                RestrictedExpression::new_string(d.clone()),
+            ));
+        }
+        if let Some(c) = attrs.classification {
+            fields.push(("classification".into(), RestrictedExpression::new_long(c)));
+        }
+        let tags = attrs
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
+        Entity::new_with_tags(n.uid(&n.resource, &id), fields, [], tags).map_err(Error::internal)
+    }
+}
+
+/// `custom_attributes.gdpr_consent == true`, or a `gdpr_consent_at` timestamp string.
+fn gdpr_consent(u: &domain::users::User) -> bool {
+    let a = &u.custom_attributes;
+    a.get("gdpr_consent").and_then(|v| v.as_bool()) == Some(true)
+        || a.get("gdpr_consent_at").is_some_and(|v| v.is_string())
+}
+
+fn cedar_context(c: &Context) -> Result<cedar_policy::Context, Error> {
+    let t = c.now;
+    let now = RestrictedExpression::new_record([
+        (
+            "hour".to_owned(),
+            RestrictedExpression::new_long(i64::from(t.hour())),
+        ),
+        (
+            "minute".to_owned(),
+            RestrictedExpression::new_long(i64::from(t.minute())),
+        ),
+        (
+            "weekday".to_owned(),
+            RestrictedExpression::new_long(i64::from(t.weekday().number_from_monday())),
+        ),
+        (
+            "date".to_owned(),
+            RestrictedExpression::new_string(t.format("%Y-%m-%d").to_string()),
+        ),
+        (
+            "unix".to_owned(),
+            RestrictedExpression::new_long(t.timestamp()),
+        ),
+    ])
+    .map_err(Error::internal)?;
+    let mut pairs = vec![
+        ("now".to_owned(), now),
+        (
+            "risk_score".to_owned(),
+            RestrictedExpression::new_long(c.risk_score),
+        ),
+        (
+            "mfa_level".to_owned(),
+            RestrictedExpression::new_long(c.mfa_level),
+        ),
+        (
+            "device_trusted".to_owned(),
+            RestrictedExpression::new_bool(c.device_trusted),
+        ),
+    ];
+    if let Some(ip) = c.ip {
+        pairs.push((
+            "ip".to_owned(),
+            RestrictedExpression::new_ip(ip.to_string()),
+        ));
+    }
+    cedar_policy::Context::from_pairs(pairs).map_err(Error::internal)
+}
+
+/// The policies that may apply to one action, by effect; None when there are none.
+#[derive(Default)]
+pub(crate) struct ActionPolicies {
+    pub forbid: Option<PolicySet>,
+    pub permit: Option<PolicySet>,
+}
+
+impl ActionPolicies {
+    pub fn is_empty(&self) -> bool {
+        self.forbid.is_none() && self.permit.is_none()
+    }
+}
+
+/// A tenant's active policies, compiled and indexed by action: a policy whose action scope
+/// names actions (`action == ...`, `action in [...]`) is evaluated only for them; one
+/// without an action constraint for every action.
+#[derive(Default)]
+pub(crate) struct PolicyIndex {
+    by_action: HashMap<ActionKey, ActionPolicies>,
+    any: ActionPolicies,
+    /// Cedar policy id (the stored uuid) → the stored id and name.
+    names: HashMap<String, (PolicyId, String)>,
+}
+
+impl PolicyIndex {
+    fn new(stored: &[domain::authz::Policy]) -> Result<Self, Error> {
+        #[derive(Default)]
+        struct Lists {
+            forbid: Vec<cedar_policy::Policy>,
+            permit: Vec<cedar_policy::Policy>,
+        }
+        impl Lists {
+            fn push(&mut self, p: cedar_policy::Policy) {
+                match p.effect() {
+                    Effect::Forbid => self.forbid.push(p),
+                    Effect::Permit => self.permit.push(p),
+                }
+            }
+        }
+        fn set(list: Vec<cedar_policy::Policy>) -> Result<Option<PolicySet>, Error> {
+            if list.is_empty() {
+                return Ok(None);
+            }
+            PolicySet::from_policies(list)
+                .map(Some)
+                .map_err(Error::internal)
+        }
+
+        let mut any = Lists::default();
+        let mut specific: HashMap<ActionKey, Lists> = HashMap::new();
+        let mut names = HashMap::new();
+        for p in stored.iter().filter(|p| p.active) {
+            let id = p.id.to_string();
+            let policy = match cedar_policy::Policy::parse(
+                Some(cedar_policy::PolicyId::new(&id)),
+                &p.source,
+            ) {
+                Ok(policy) => policy,
+                Err(e) => {
+                    // Sources are validated when saved; a stored one that no longer parses
+                    // (a Cedar upgrade?) cannot be evaluated, and says so loudly.
+                    tracing::error!(policy_id = %p.id, name = %p.name, error = %e,
+                        "stored policy does not parse; it is ignored");
+                    continue;
+                }
+            };
+            names.insert(id, (p.id, p.name.clone()));
+            let actions = match policy.action_constraint() {
+                cedar_policy::ActionConstraint::Any => None,
+                cedar_policy::ActionConstraint::Eq(uid) => Some(vec![uid]),
+                cedar_policy::ActionConstraint::In(uids) => Some(uids),
+            };
+            match actions {
+                None => any.push(policy),
+                Some(uids) => {
+                    let keys: HashSet<ActionKey> = uids
+                        .iter()
+                        .filter(|u| u.type_name().to_string() == "Action")
+                        .filter_map(|u| ActionKey::parse("action", u.id().unescaped()).ok())
+                        .collect();
+                    for key in keys {
+                        specific.entry(key).or_default().push(policy.clone());
+                    }
+                }
+            }
+        }
+        let mut by_action = HashMap::new();
+        for (key, mut lists) in specific {
+            lists.forbid.extend(any.forbid.iter().cloned());
+            lists.permit.extend(any.permit.iter().cloned());
+            by_action.insert(
+                key,
+                ActionPolicies {
+                    forbid: set(lists.forbid)?,
+                    permit: set(lists.permit)?,
+                },
+            );
+        }
+        Ok(Self {
+            by_action,
+            any: ActionPolicies {
+                forbid: set(any.forbid)?,
+                permit: set(any.permit)?,
+            },
+            names,
+        })
+    }
+
+    pub fn for_action(&self, action: &ActionKey) -> &ActionPolicies {
+        self.by_action.get(action).unwrap_or(&self.any)
+    }
+
+    /// Evaluates `set` and answers the satisfied policy that comes first by name.
+    pub fn first_satisfied(
+        &self,
+        authorizer: &Authorizer,
+        set: &PolicySet,
+        (request, entities): &(Request, Entities),
+    ) -> Option<(PolicyId, String)> {
+        let response = authorizer.is_authorized(request, set, entities);
+        for e in response.diagnostics().errors() {
+            tracing::debug!(error = %e, "a policy could not be evaluated for this request");
+        }
+        response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.names.get(id.to_string().as_str()))
+            .min_by(|a, b| a.1.cmp(&b.1))
+            .cloned()
+    }
+}
+
+/// Parses a source that must hold exactly one static policy and validates it (strict)
+/// against the schema; the error lists Cedar's messages with their positions.
+pub(crate) fn check_policy(validator: &Validator, source: &str) -> Result<PolicyEffect, String> {
+    let set = PolicySet::from_str(source)
+        .map_err(|errs| explain(errs.iter().map(|e| e as &dyn Diagnostic), source))?;
+    if set.templates().next().is_some() {
+        return Err(
+            "templates (policies with ?principal or ?resource slots) are not supported".into(),
+        );
+    }
+    let policies: Vec<_> = set.policies().collect();
+    let [policy] = policies.as_slice() else {
+        return Err(format!(
+            "a policy holds exactly one permit or forbid statement; this source holds {}",
+            policies.len()
+        ));
+    };
+    let result = validator.validate(&set, ValidationMode::Strict);
+    if !result.validation_passed() {
+        return Err(explain(
+            result.validation_errors().map(|e| e as &dyn Diagnostic),
+            source,
+        ));
+    }
+    Ok(match policy.effect() {
+        Effect::Permit => PolicyEffect::Permit,
+        Effect::Forbid => PolicyEffect::Forbid,
+    })
+}
+
+/// Cedar's messages, each once (the validator repeats a message for every action a policy
+/// may apply to), at most five.
+fn explain<'a>(errors: impl Iterator<Item = &'a dyn Diagnostic>, source: &str) -> String {
+    let mut seen = Vec::new();
+    for e in errors {
+        let m = describe(e, source);
+        if !seen.contains(&m) {
+            seen.push(m);
+        }
+    }
+    let more = seen.len().saturating_sub(5);
+    seen.truncate(5);
+    let mut out = seen.join("; ");
+    if more > 0 {
+        let _ = write!(out, "; and {more} more");
+    }
+    out
+}
+
+/// `message at line L, column C (help)`, without Cedar's name for the policy (`policy0`)
+/// nor the action the validator was considering.
+fn describe(e: &dyn Diagnostic, source: &str) -> String {
+    let mut out = e.to_string();
+    if let Some(offset) = e
+        .labels()
+        .and_then(|mut l| l.next())
+        .map(|l| l.offset())
+        .filter(|o| *o <= source.len())
+    {
+        let before = source.get(..offset).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let _ = write!(out, " at line {line}, column {column}");
+    }
+    if let Some(help) = e.help() {
+        let _ = write!(out, " ({help})");
+    }
+    let mut out = out.replace("for policy `policy0`, ", "");
+    while let Some(start) = out.find(" for Action::\"") {
+        let rest = start + " for Action::\"".len();
+        let Some(end) = out.get(rest..).and_then(|r| r.find('"')) else {
+            break;
+        };
+        out.replace_range(start..rest + end + 1, "");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiled(custom: &[&str]) -> TenantCedar {
+        let custom = custom
+            .iter()
+            .map(|a| ActionKey::parse("a", a).unwrap())
+            .collect();
+        TenantCedar::compile(&custom, &[]).unwrap()
+    }
+
+    #[test]
+    fn the_schema_parses_and_names_every_action() {
+        let c = compiled(&["docs:read", "docs:sign"]);
+        assert!(c.schema_text.contains("\"users:read\""));
+        assert!(c.schema_text.contains("\"docs:sign\""));
+        assert!(c.schema_text.contains("\"tenants:delete\""));
+        let actions: Vec<String> = c
+            .validator
+            .schema()
+            .actions()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        assert!(actions.contains(&"docs:read".to_owned()));
+        assert_eq!(
+            actions.len(),
+            2 + BUILT_IN_RESOURCES
+                .iter()
+                .map(|(_, a, _)| a.len())
+                .sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn valid_policies_give_their_effect() {
+        let c = compiled(&["docs:read"]);
+        let ok = [
+            (
+                r#"permit(principal, action == Action::"docs:read", resource)
+                   when { principal has department && principal.department == "eng" };"#,
+                Some(()),
+            ),
+            (
+                r#"forbid(principal, action, resource) when { context.risk_score > 80 };"#,
+                None,
+            ),
+        ];
+        for (src, _) in ok {
+            let effect = check_policy(&c.validator, src);
+            assert!(effect.is_ok(), "{src}: {effect:?}");
+        }
+        assert_eq!(
+            check_policy(&c.validator, ok[1].0).unwrap(),
+            PolicyEffect::Forbid
+        );
+    }
+
+    #[test]
+    fn invalid_policies_are_explained() {
+        let c = compiled(&[]);
+        let cases = [
+            ("permit(principal, action, resource", "line 1"),
+            (
+                "permit(principal, action, resource) when { principal.shoe_size > 3 };",
+                "shoe_size",
+            ),
+            (
+                // Optional attributes need a `has` test under strict validation.
+                "permit(principal, action, resource) when { principal.department == \"x\" };",
+                "department",
+            ),
+            (
+                "permit(principal, action == Action::\"docs:read\", resource);",
+                "docs:read",
+            ),
+            ("", "exactly one"),
+            (
+                "permit(principal, action, resource);\nforbid(principal, action, resource);",
+                "holds 2",
+            ),
+            (
+                "permit(principal == ?principal, action, resource);",
+                "templates",
+            ),
+            (
+                "permit(principal, action, resource) when { context.ip == \"1.2.3.4\" };",
+                "ip",
+            ),
+        ];
+        for (src, needle) in cases {
+            let e = check_policy(&c.validator, src).unwrap_err();
+            assert!(e.contains(needle), "{src}: {e}");
+        }
+    }
+
+    #[test]
+    fn policies_are_indexed_by_action() {
+        let stored = |name: &str, src: &str| domain::authz::Policy {
+            id: PolicyId::new(),
+            tenant_id: domain::TenantId::new(),
+            name: name.into(),
+            description: None,
+            effect: PolicyEffect::Permit,
+            source: src.into(),
+            active: true,
+            version: 1,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let mut off = stored("off", "forbid(principal, action, resource);");
+        off.active = false;
+        let index = PolicyIndex::new(&[
+            stored("all", "forbid(principal, action, resource) when { context.risk_score > 50 };"),
+            stored("read", r#"permit(principal, action == Action::"users:read", resource);"#),
+            stored(
+                "two",
+                r#"permit(principal, action in [Action::"users:read", Action::"users:update"], resource);"#,
+            ),
+            off,
+        ])
+        .unwrap();
+        let count = |a: &str| {
+            let p = index.for_action(&ActionKey::parse("a", a).unwrap());
+            (
+                p.forbid.as_ref().map_or(0, |s| s.policies().count()),
+                p.permit.as_ref().map_or(0, |s| s.policies().count()),
+            )
+        };
+        assert_eq!(count("users:read"), (1, 2));
+        assert_eq!(count("users:update"), (1, 1));
+        assert_eq!(count("roles:read"), (1, 0));
+        assert_eq!(index.names.len(), 3);
+    }
+
+    /// The example policies of `docs/policies` stay valid against the schema.
+    #[test]
+    fn the_documented_example_policies_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/policies");
+        let c = compiled(&[]);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("cedar") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            assert!(source.starts_with("//"), "{path:?} explains itself");
+            if let Err(e) = check_policy(&c.validator, &source) {
+                panic!("{path:?}: {e}");
+            }
+            names.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "business_days",
+                "data_classified",
+                "gdpr_consented",
+                "in_org_tree",
+                "reports_to",
+                "risk_below",
+                "trusted_device",
+                "working_hours"
+            ]
+        );
+    }
+}
