@@ -254,6 +254,7 @@ impl TryFrom<ListUsersParams> for UserListQuery {
         let mut errs = ValidationErrors::new();
         let sort = optional(&mut errs, "sort", p.sort, UserSort::parse).unwrap_or_default();
         let query = UserListQuery {
+            id: None,
             status: optional(&mut errs, "status", p.status, parse::enum_value),
             department: p.department,
             manager_id: optional(&mut errs, "manager_id", p.manager_id, parse::id::<UserId>),
@@ -330,26 +331,10 @@ async fn list_users(
             }
         }
         Reach::Department(None) | Reach::Own(_) => {
-            // Without a department, or with `own` scope, the caller sees only themself.
-            let own = match caller.user_id() {
-                Some(id) => Some(state.store.get_user(caller.tenant_id, id).await?),
-                None => None,
-            };
-            domain::Page {
-                items: own
-                    .filter(|u| {
-                        !u.is_deleted()
-                            && query.after.is_none()
-                            && query
-                                .department
-                                .as_ref()
-                                .is_none_or(|d| Some(d) == u.department.as_ref())
-                            && query.status.is_none_or(|s| s == u.status)
-                    })
-                    .into_iter()
-                    .collect(),
-                next_cursor: None,
-            }
+            // Without a department, or with `own` scope, the caller sees only themself
+            // (when they match the filters). An API key always reaches all.
+            query.id = caller.user_id();
+            state.store.list_users(caller.tenant_id, &query).await?
         }
     };
     Ok(Json(UserPage {

@@ -367,6 +367,8 @@ impl Default for DeletedFilter {
 /// A validated user list request.
 #[derive(Debug, Clone, Default)]
 pub struct UserListQuery {
+    /// Only this user (how a caller who reaches only their own record lists users).
+    pub id: Option<UserId>,
     pub status: Option<UserStatus>,
     pub department: Option<String>,
     pub manager_id: Option<UserId>,

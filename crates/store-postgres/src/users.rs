@@ -398,6 +398,9 @@ impl ListPlan {
         if let Some(v) = q.manager_id {
             qb.push(" AND manager_id = ").push_bind(v.into_uuid());
         }
+        if let Some(v) = q.id {
+            qb.push(" AND id = ").push_bind(v.into_uuid());
+        }
         if let Some(v) = q.created_after {
             qb.push(" AND created_at >= ").push_bind(v);
         }

@@ -456,6 +456,9 @@ fn user_list_sql(
         }
         DeletedFilter::Include => {}
     }
+    if let Some(id) = q.id {
+        qb.push(" AND id = ").push_bind(id.into_uuid());
+    }
     if let Some(s) = q.status {
         qb.push(" AND status = ").push_bind(s.as_str());
     }
