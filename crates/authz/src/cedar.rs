@@ -81,7 +81,11 @@ pub(crate) fn schema_text(custom: &BTreeSet<ActionKey>) -> String {
         // Action keys are lower-case identifiers and a colon: nothing to escape.
         let _ = writeln!(out, "  \"{a}\"{sep}");
     }
-    out.push_str("  appliesTo {\n    principal: [User],\n    resource: [Resource],\n    context: Context,\n  };\n");
+    out.push_str("  appliesTo {\n");
+    out.push_str("    principal: [User],\n");
+    out.push_str("    resource: [Resource],\n");
+    out.push_str("    context: Context,\n");
+    out.push_str("  };\n");
     out
 }
 

@@ -85,23 +85,69 @@ struct UserSpec {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Assign { user: usize, role: usize, expiring: bool },
-    Unassign { user: usize, role: usize },
-    AddMember { user: usize, group: usize },
-    RemoveMember { user: usize, group: usize },
-    Reparent { group: usize, parent: Option<usize> },
-    Grant { group: usize, role: usize },
-    Revoke { group: usize, role: usize },
-    RolePermissions { role: usize, add: Vec<usize>, remove: Vec<usize> },
-    RoleActive { role: usize, active: bool },
-    GroupActive { group: usize, active: bool },
-    UserActive { user: usize, active: bool },
-    UserDepartment { user: usize, department: Option<usize> },
+    Assign {
+        user: usize,
+        role: usize,
+        expiring: bool,
+    },
+    Unassign {
+        user: usize,
+        role: usize,
+    },
+    AddMember {
+        user: usize,
+        group: usize,
+    },
+    RemoveMember {
+        user: usize,
+        group: usize,
+    },
+    Reparent {
+        group: usize,
+        parent: Option<usize>,
+    },
+    Grant {
+        group: usize,
+        role: usize,
+    },
+    Revoke {
+        group: usize,
+        role: usize,
+    },
+    RolePermissions {
+        role: usize,
+        add: Vec<usize>,
+        remove: Vec<usize>,
+    },
+    RoleActive {
+        role: usize,
+        active: bool,
+    },
+    GroupActive {
+        group: usize,
+        active: bool,
+    },
+    UserActive {
+        user: usize,
+        active: bool,
+    },
+    UserDepartment {
+        user: usize,
+        department: Option<usize>,
+    },
     /// A forbid of `docs:write` to a group's members, or a permit of `docs:read` to a
     /// role's holders.
-    CreatePolicy { forbid: bool, target: usize },
-    PolicyActive { policy: usize, active: bool },
-    DeletePolicy { policy: usize },
+    CreatePolicy {
+        forbid: bool,
+        target: usize,
+    },
+    PolicyActive {
+        policy: usize,
+        active: bool,
+    },
+    DeletePolicy {
+        policy: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +155,8 @@ struct Scenario {
     roles: Vec<RoleSpec>,
     groups: Vec<GroupSpec>,
     users: Vec<UserSpec>,
+    /// `Step::CreatePolicy` arguments.
+    policies: Vec<(bool, usize)>,
     steps: Vec<Step>,
 }
 
@@ -118,8 +166,9 @@ fn idx() -> impl Strategy<Value = usize> {
 
 fn role_spec() -> impl Strategy<Value = RoleSpec> {
     (
-        prop::collection::vec(0..PERMS.len(), 0..4),
-        0i32..4,
+        prop::collection::vec(0..PERMS.len(), 0..5),
+        // Few priorities, so that ties are decided by name.
+        0i32..2,
         prop::bool::weighted(0.85),
     )
         .prop_map(|(perms, priority, active)| RoleSpec {
@@ -131,7 +180,7 @@ fn role_spec() -> impl Strategy<Value = RoleSpec> {
 
 fn group_spec() -> impl Strategy<Value = GroupSpec> {
     (
-        prop::option::weighted(0.7, idx()),
+        prop::option::weighted(0.8, idx()),
         prop::bool::weighted(0.85),
         prop::collection::vec(idx(), 0..3),
     )
@@ -146,7 +195,7 @@ fn user_spec() -> impl Strategy<Value = UserSpec> {
     (
         prop::option::of(0..DEPARTMENTS.len()),
         prop::collection::vec((idx(), any::<bool>()), 0..3),
-        prop::collection::vec(idx(), 0..3),
+        prop::collection::vec(idx(), 0..4),
     )
         .prop_map(|(department, assignments, groups)| UserSpec {
             department,
@@ -188,15 +237,17 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
-        prop::collection::vec(role_spec(), 1..=3),
+        prop::collection::vec(role_spec(), 1..=4),
         prop::collection::vec(group_spec(), 0..=6),
         prop::collection::vec(user_spec(), 1..=4),
-        prop::collection::vec(step(), 1..=10),
+        prop::collection::vec((any::<bool>(), idx()), 0..=4),
+        prop::collection::vec(step(), 1..=16),
     )
-        .prop_map(|(roles, groups, users, steps)| Scenario {
+        .prop_map(|(roles, groups, users, policies, steps)| Scenario {
             roles,
             groups,
             users,
+            policies,
             steps,
         })
 }
@@ -461,6 +512,8 @@ fn department(i: Option<usize>) -> Option<String> {
 
 struct World {
     store: Arc<dyn Store>,
+    /// Validates policies before they are saved, as the HTTP layer does.
+    validator: Engine,
     tenant: TenantId,
     model: Model,
     /// When time-bound assignments made now end.
@@ -470,7 +523,11 @@ struct World {
 impl World {
     async fn build(store: Arc<dyn Store>, s: &Scenario) -> World {
         let c = ctx();
-        let tenant = store.create_tenant(new_tenant("prop"), &c).await.unwrap().id;
+        let tenant = store
+            .create_tenant(new_tenant("prop"), &c)
+            .await
+            .unwrap()
+            .id;
         for key in PERMS.iter().filter(|k| k.starts_with("docs:")) {
             let new = NewPermission {
                 key: PermissionKey::parse("permission", key).unwrap(),
@@ -544,6 +601,7 @@ impl World {
         }
         let user_role = model.roles.iter().position(|r| r.name == "user").unwrap();
         let mut w = World {
+            validator: Engine::new(store.clone()),
             store,
             tenant,
             model,
@@ -578,6 +636,13 @@ impl World {
                 .await;
             }
         }
+        for (forbid, target) in &s.policies {
+            w.apply(&Step::CreatePolicy {
+                forbid: *forbid,
+                target: *target,
+            })
+            .await;
+        }
         w
     }
 
@@ -609,8 +674,7 @@ impl World {
                 let held = m.users[u].assignments.contains_key(&r);
                 let last_super_admin = m.is_super_admin(r)
                     && m.users[u].active
-                    && m
-                        .users
+                    && m.users
                         .iter()
                         .filter(|x| x.active && x.assignments.contains_key(&r))
                         .count()
@@ -626,7 +690,13 @@ impl World {
                 }
                 let (u, g) = (user % nu, group % ng);
                 let results = store
-                    .add_group_members(t, m.groups[g].id, vec![m.users[u].id], GroupMemberRole::Member, &c)
+                    .add_group_members(
+                        t,
+                        m.groups[g].id,
+                        vec![m.users[u].id],
+                        GroupMemberRole::Member,
+                        &c,
+                    )
                     .await
                     .unwrap();
                 let added = results[0].outcome.is_ok();
@@ -701,7 +771,10 @@ impl World {
                     active: Some(*active),
                     ..Default::default()
                 };
-                store.update_role(t, m.roles[r].id, patch, &c).await.unwrap();
+                store
+                    .update_role(t, m.roles[r].id, patch, &c)
+                    .await
+                    .unwrap();
                 m.roles[r].active = *active;
             }
             Step::GroupActive { group, active } => {
@@ -713,7 +786,10 @@ impl World {
                     active: Some(*active),
                     ..Default::default()
                 };
-                store.update_group(t, m.groups[g].id, patch, &c).await.unwrap();
+                store
+                    .update_group(t, m.groups[g].id, patch, &c)
+                    .await
+                    .unwrap();
                 m.groups[g].active = *active;
             }
             Step::UserActive { user, active } => {
@@ -731,8 +807,7 @@ impl World {
                 let last_super_admin = !*active
                     && m.users[u].active
                     && m.users[u].assignments.contains_key(&0)
-                    && m
-                        .users
+                    && m.users
                         .iter()
                         .filter(|x| x.active && x.assignments.contains_key(&0))
                         .count()
@@ -742,7 +817,10 @@ impl World {
                     m.users[u].active = *active;
                 }
             }
-            Step::UserDepartment { user, department: d } => {
+            Step::UserDepartment {
+                user,
+                department: d,
+            } => {
                 let u = user % nu;
                 let patch = UserPatch {
                     department: match department(*d) {
@@ -781,6 +859,8 @@ impl World {
                         PolicyEffect::Permit,
                     )
                 };
+                let validated = self.validator.validate_policy(t, &source).await.unwrap();
+                assert_eq!(validated, effect);
                 let new = NewPolicy {
                     name: ident(&name),
                     description: None,
@@ -891,19 +971,10 @@ async fn run_case(backend: Backend, s: Scenario) -> Result<(), TestCaseError> {
     let engine = Engine::new(store);
     w.verify(&engine, "initially").await?;
     for (i, step) in s.steps.iter().enumerate() {
-        if let Step::CreatePolicy { .. } = step {
-            // The HTTP layer validates a policy before saving it; so does this test.
-            let before = w.model.policies.len();
-            w.apply(step).await;
-            if let Some(p) = w.model.policies.get(before) {
-                let stored = w.store.get_policy(w.tenant, p.id).await.unwrap();
-                engine.validate_policy(w.tenant, &stored.source).await.unwrap();
-            }
-        } else {
-            w.apply(step).await;
-        }
+        w.apply(step).await;
         engine.invalidate(w.tenant);
-        w.verify(&engine, &format!("after step {i} {step:?}")).await?;
+        w.verify(&engine, &format!("after step {i} {step:?}"))
+            .await?;
     }
     Ok(())
 }
@@ -918,7 +989,7 @@ fn property(backend: Backend) {
         .build()
         .unwrap();
     let mut runner = TestRunner::new(Config {
-        cases: 20,
+        cases: 24,
         max_shrink_iters: 64,
         failure_persistence: None,
         ..Config::default()
@@ -948,7 +1019,11 @@ async fn concurrent_toggling(backend: Backend) {
         return;
     };
     let c = ctx();
-    let tenant = store.create_tenant(new_tenant("race"), &c).await.unwrap().id;
+    let tenant = store
+        .create_tenant(new_tenant("race"), &c)
+        .await
+        .unwrap()
+        .id;
     store
         .create_permission(
             tenant,
@@ -997,8 +1072,12 @@ async fn concurrent_toggling(backend: Backend) {
     let mut readers = Vec::new();
     for _ in 0..3 {
         let (engine, check) = (engine.clone(), check.clone());
-        let (started, done, finished, judged) =
-            (started.clone(), done.clone(), finished.clone(), judged.clone());
+        let (started, done, finished, judged) = (
+            started.clone(),
+            done.clone(),
+            finished.clone(),
+            judged.clone(),
+        );
         readers.push(tokio::spawn(async move {
             while !finished.load(Ordering::SeqCst) {
                 let d1 = done.load(Ordering::SeqCst);
@@ -1036,7 +1115,10 @@ async fn concurrent_toggling(backend: Backend) {
     for r in readers {
         r.await.unwrap();
     }
-    assert!(judged.load(Ordering::SeqCst) > 0, "no check could be judged");
+    assert!(
+        judged.load(Ordering::SeqCst) > 0,
+        "no check could be judged"
+    );
 
     // The last change (an assignment) is what the next check sees, cached or not.
     assert!(engine.check(tenant, &check).await.unwrap().allowed);
