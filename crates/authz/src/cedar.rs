@@ -23,10 +23,13 @@ use crate::rights::Rights;
 const SCHEMA_HEAD: &str = r#"// The Cedar schema of a Portcullis tenant: what its policies may refer to.
 //
 // principal: the User who asks, `User::"<user id>"`. Its parents (`principal in ...`) are
-//   its managers (`principal in User::"<id>"`: the user is in that manager's org tree), the
-//   groups it belongs to directly or through a group's ancestors, by group NAME
+//   the groups it belongs to directly or through a group's ancestors, by group NAME
 //   (`principal in Group::"engineering"`), and its effective roles by role NAME
-//   (`principal in Role::"admin"`). `principal.manager` is the direct manager.
+//   (`principal in Role::"admin"`). `principal.manager` is the direct manager and
+//   `principal.managers` every manager up the chain (at most 64 levels):
+//   `principal.managers.contains(User::"<id>")` is "in that user's org tree". Managers are
+//   an attribute, not parents, so that a resource owner who reports to the principal does
+//   not inherit the principal's groups and roles.
 // action: `Action::"<resource>:<action>"`, e.g. `Action::"users:read"`.
 // resource: the object of the check, `Resource::"<kind>/<id>"`, or `Resource::"<kind>"`
 //   for a collection. Attributes other than owner, department and classification are
@@ -52,13 +55,14 @@ type Context = {
 
 entity Role;
 entity Group in [Group];
-entity User in [User, Group, Role] = {
+entity User in [Group, Role] = {
   email: String,
   department?: String,
   job_title?: String,
   clearance_level: Long,
   gdpr_consent: Bool,
   manager?: User,
+  managers: Set<User>,
   status: String,
   roles: Set<String>,
 };
@@ -267,11 +271,18 @@ impl TenantCedar {
                 RestrictedExpression::new_entity_uid(n.user(&m.to_string())),
             ));
         }
-        let parents = p
-            .manager_chain
+        attrs.push((
+            "managers".into(),
+            RestrictedExpression::new_set(
+                p.manager_chain
+                    .iter()
+                    .map(|m| RestrictedExpression::new_entity_uid(n.user(&m.to_string()))),
+            ),
+        ));
+        let parents = rights
+            .group_names
             .iter()
-            .map(|m| n.user(&m.to_string()))
-            .chain(rights.group_names.iter().map(|g| n.uid(&n.group, g)))
+            .map(|g| n.uid(&n.group, g))
             .chain(rights.role_names.iter().map(|r| n.uid(&n.role, r)));
         Entity::new_with_tags(n.user(&u.id.to_string()), attrs, parents, [])
             .map_err(Error::internal)

@@ -517,8 +517,9 @@ mod tests {
             (
                 "org",
                 format!(
-                    r#"permit(principal in User::"{}", action == Action::"docs:read", resource)
-                       when {{ principal.manager == User::"{}" && principal in Group::"engineering"
+                    r#"permit(principal, action == Action::"docs:read", resource)
+                       when {{ principal.managers.contains(User::"{}")
+                               && principal.manager == User::"{}" && principal in Group::"engineering"
                                && principal.gdpr_consent && principal.clearance_level >= 3 }};"#,
                     boss.user.id, mid.user.id
                 ),
@@ -615,7 +616,7 @@ mod tests {
         t.policy(
             "approve-reports",
             r#"permit(principal, action == Action::"docs:approve", resource)
-               when { resource has owner && resource.owner in principal };"#,
+               when { resource has owner && resource.owner.managers.contains(principal) };"#,
         );
         let w = World { t };
         let boss = w.t.user("boss", None);
@@ -660,6 +661,37 @@ mod tests {
             )
             .unwrap();
         assert!(!d.allowed);
+    }
+
+    #[test]
+    fn an_owner_who_reports_to_the_principal_does_not_inherit_the_principals_groups() {
+        let mut t = Tenant::new();
+        t.permission("docs:read:all");
+        let finance = t.group("finance", None, true, &[]);
+        t.policy(
+            "finance-docs",
+            r#"permit(principal, action == Action::"docs:read", resource)
+               when { resource has owner && resource.owner in Group::"finance" };"#,
+        );
+        let w = World { t };
+        let mut boss = w.t.user("boss", None);
+        boss.groups = vec![finance];
+        let mut report = w.t.user("report", None);
+        report.manager_chain = vec![boss.user.id];
+        report.user.manager_id = Some(boss.user.id);
+        let doc = res(
+            "document",
+            Some("d"),
+            json!({ "owner": report.user.id.to_string() }),
+        );
+        let d = w
+            .decide_at(Some(&boss), "docs:read", doc, ctx(), Some(&report))
+            .unwrap();
+        assert_eq!(
+            d.reason,
+            Reason::NoPermission,
+            "the report is not in finance"
+        );
     }
 
     #[test]

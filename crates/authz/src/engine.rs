@@ -598,7 +598,7 @@ mod tests {
             errors[0].message
         );
         let text = s.engine.schema_text(s.tenant).await.unwrap();
-        assert!(text.contains("entity User in [User, Group, Role]"));
+        assert!(text.contains("entity User in [Group, Role]"));
     }
 
     #[tokio::test]
