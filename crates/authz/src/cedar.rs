@@ -440,10 +440,19 @@ impl PolicyIndex {
                 Ok(policy) => policy,
                 Err(e) => {
                     // Sources are validated when saved; a stored one that no longer parses
-                    // (a Cedar upgrade?) cannot be evaluated, and says so loudly.
+                    // (a Cedar upgrade? an edit behind the API's back?) cannot be evaluated.
+                    // Fail closed: a broken permit allows nothing, a broken forbid forbids
+                    // everything (API keys, which policies do not bind, can repair it).
                     tracing::error!(policy_id = %p.id, name = %p.name, error = %e,
-                        "stored policy does not parse; it is ignored");
-                    continue;
+                        "stored policy does not parse");
+                    if p.effect != PolicyEffect::Forbid {
+                        continue;
+                    }
+                    cedar_policy::Policy::parse(
+                        Some(cedar_policy::PolicyId::new(&id)),
+                        "forbid (principal, action, resource);",
+                    )
+                    .map_err(Error::internal)?
                 }
             };
             names.insert(id, (p.id, p.name.clone()));

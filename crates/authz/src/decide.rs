@@ -695,6 +695,36 @@ mod tests {
     }
 
     #[test]
+    fn stored_policies_that_do_not_parse_fail_closed() {
+        let mut t = Tenant::new();
+        let reader = t.role("reader", 1, &["users:read:all"]);
+        t.policy("broken-permit", "permit (principal, action resource);");
+        let mut ann = t.user("ann", None);
+        ann.assignments
+            .push(assignment(&ann, &t.role_of(reader), None));
+        let mut w = World { t };
+        let bob = w.t.user("bob", None);
+        let r = || res("users", Some("x"), json!({}));
+        // A broken permit allows nothing, and does not stop the roles.
+        assert_eq!(
+            w.decide(&bob, "users:read", r()).reason,
+            Reason::NoPermission
+        );
+        assert!(w.decide(&ann, "users:read", r()).allowed);
+        // A broken forbid forbids everything, in its own name.
+        let broken =
+            w.t.policy("broken-forbid", "forbid (principal, action resource) when");
+        let d = w.decide(&ann, "users:read", r());
+        assert_eq!(
+            d.reason,
+            Reason::PolicyForbid {
+                policy_id: broken,
+                policy_name: "broken-forbid".into()
+            }
+        );
+    }
+
+    #[test]
     fn resource_attributes_are_checked() {
         let a = ResourceAttrs::parse(
             json!({ "owner": "u", "department": "d", "classification": 2, "x": "y",
