@@ -236,8 +236,10 @@ pub struct NewPermission {
 }
 
 /// Portcullis's own resources and the actions each offers. Every pair exists at the three
-/// scopes; `scope` only narrows the records a holder reaches where the resource has an
-/// owner or a department (users and their sessions); elsewhere any scope grants the action.
+/// scopes. Portcullis's own endpoints narrow by scope where a record has an owner and a
+/// department (users, their sessions, passwords and roles; audit events by actor); for the
+/// other resources they ask about the collection, which any scope reaches. The check API
+/// applies scopes to whatever resource it is asked about.
 pub const BUILT_IN_RESOURCES: &[(&str, &[&str], &str)] = &[
     (
         "users",
