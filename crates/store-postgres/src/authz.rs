@@ -30,9 +30,10 @@ use domain::users::{User, UserStatus};
 use domain::values::Description;
 use domain::{Error, FieldError, GroupId, PolicyId, Result, RoleId, TenantId, Timestamp, UserId};
 use serde_json::{json, Value};
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgArguments, PgExecutor, PgPool, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::error::{conflict, db, role_name_taken, unknown_group, unknown_role, write};
@@ -52,16 +53,8 @@ const BACKFILL_LOCK: i64 = 0x5043_4452;
 /// How deep `load_principal` follows the manager chain.
 const MAX_MANAGER_DEPTH: i32 = 64;
 
-fn role_not_found() -> Error {
-    Error::NotFound { entity: "role" }
-}
-
 fn group_not_found() -> Error {
     Error::NotFound { entity: "group" }
-}
-
-fn policy_not_found() -> Error {
-    Error::NotFound { entity: "policy" }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -272,6 +265,136 @@ pub(crate) async fn backfill_default_roles(pool: &PgPool) -> Result<()> {
 }
 
 // ------------------------------------------------------------------------------------------
+// Statements keyed by ids alone (most of them here), and the transaction of a change
+// ------------------------------------------------------------------------------------------
+
+/// `sql` with `ids` bound to `$1`, `$2`, ... in order.
+fn keyed<'q>(sql: &'q str, ids: &[Uuid]) -> Query<'q, Postgres, PgArguments> {
+    ids.iter().fold(sqlx::query(sql), |q, id| q.bind(*id))
+}
+
+/// The row `sql` selects by `ids`, read by `from_row`.
+async fn find_by<'c, T>(
+    conn: impl PgExecutor<'c>,
+    sql: &str,
+    ids: &[Uuid],
+    from_row: fn(&PgRow) -> Result<T>,
+) -> Result<Option<T>> {
+    let row = keyed(sql, ids).fetch_optional(conn).await.map_err(db)?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The rows `sql` selects by `ids`, read by `from_row`.
+async fn list_by<'c, T>(
+    conn: impl PgExecutor<'c>,
+    sql: &str,
+    ids: &[Uuid],
+    from_row: fn(&PgRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    let rows = keyed(sql, ids).fetch_all(conn).await.map_err(db)?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Runs the write `sql` by `ids`; the number of rows it changed.
+async fn execute_by<'c>(conn: impl PgExecutor<'c>, sql: &str, ids: &[Uuid]) -> Result<u64> {
+    let done = keyed(sql, ids).execute(conn).await.map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+/// A table of the tenant's entities, with what their lookups by id need.
+struct Entities<T> {
+    /// The table, with the alias its columns name.
+    from: &'static str,
+    cols: &'static str,
+    /// The entity as `NotFound` names it.
+    entity: &'static str,
+    from_row: fn(&PgRow) -> Result<T>,
+}
+
+impl<T> Entities<T> {
+    /// The tenant's entity with this id.
+    async fn find(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: impl Into<Uuid>,
+    ) -> Result<Option<T>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = $1 AND id = $2",
+            self.cols, self.from
+        );
+        find_by(conn, &sql, &[tenant.into_uuid(), id.into()], self.from_row).await
+    }
+
+    /// The tenant's entity with this id, else `NotFound`.
+    async fn load(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: impl Into<Uuid>,
+    ) -> Result<T> {
+        self.find(conn, tenant, id).await?.ok_or(Error::NotFound {
+            entity: self.entity,
+        })
+    }
+}
+
+/// A change of the tenant's authorization data in progress: its transaction, which began
+/// with [`bump_version`], and who makes the change and when, as its audit events record
+/// them.
+struct Mutation<'a> {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+    ctx: &'a AuditContext,
+    now: Timestamp,
+}
+
+impl<'a> Mutation<'a> {
+    async fn begin(
+        pool: &PgPool,
+        tenant: TenantId,
+        ctx: &'a AuditContext,
+        now: Timestamp,
+    ) -> Result<Self> {
+        let mut tx = pool.begin().await.map_err(db)?;
+        bump_version(&mut tx, tenant).await?;
+        Ok(Mutation {
+            tx,
+            tenant,
+            ctx,
+            now,
+        })
+    }
+
+    /// An audit event of the change.
+    fn event(
+        &self,
+        action: &str,
+        entity: EntityRef,
+        change: (Option<Value>, Option<Value>),
+    ) -> AuditEvent {
+        AuditEvent::record(self.ctx, self.tenant, action, entity, change, self.now)
+    }
+
+    /// Records `events` and commits.
+    async fn commit(mut self, events: &[AuditEvent]) -> Result<()> {
+        audit::insert_all(&mut self.tx, events).await?;
+        self.tx.commit().await.map_err(db)
+    }
+
+    /// Records the one audit event of the change and commits.
+    async fn finish(
+        self,
+        action: &str,
+        entity: EntityRef,
+        change: (Option<Value>, Option<Value>),
+    ) -> Result<()> {
+        let ev = self.event(action, entity, change);
+        self.commit(&[ev]).await
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // Roles and permissions
 // ------------------------------------------------------------------------------------------
 
@@ -346,30 +469,26 @@ async fn fetch_role(conn: &mut PgConnection, tenant: TenantId, id: RoleId) -> Re
     let sql = format!(
         "SELECT {ROLE_COLUMNS} FROM roles r WHERE r.id = $2 AND (r.tenant_id = $1 OR r.id = $3)"
     );
-    sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .bind(id.into_uuid())
-        .bind(SUPER_ADMIN_ROLE_ID.into_uuid())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(rows::role)
-        .transpose()
+    let ids = [
+        tenant.into_uuid(),
+        id.into_uuid(),
+        SUPER_ADMIN_ROLE_ID.into_uuid(),
+    ];
+    find_by(conn, &sql, &ids, rows::role).await
+}
+
+/// [`fetch_role`], else `NotFound` role.
+async fn load_role(conn: &mut PgConnection, tenant: TenantId, id: RoleId) -> Result<Role> {
+    fetch_role(conn, tenant, id)
+        .await?
+        .ok_or(Error::NotFound { entity: "role" })
 }
 
 /// The tenant's roles and the super administrator role, by priority then name.
 async fn fetch_roles(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<Role>> {
     let sql = format!("SELECT {ROLE_COLUMNS} FROM roles r WHERE r.tenant_id = $1 OR r.id = $2");
-    let mut roles = sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .bind(SUPER_ADMIN_ROLE_ID.into_uuid())
-        .fetch_all(conn)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(rows::role)
-        .collect::<Result<Vec<_>>>()?;
+    let ids = [tenant.into_uuid(), SUPER_ADMIN_ROLE_ID.into_uuid()];
+    let mut roles = list_by(conn, &sql, &ids, rows::role).await?;
     sort_roles(&mut roles);
     Ok(roles)
 }
@@ -489,44 +608,20 @@ async fn fetch_assignment(
         "SELECT {ASSIGNMENT_COLUMNS} FROM user_roles a JOIN roles r ON r.id = a.role_id \
          WHERE a.tenant_id = $1 AND a.user_id = $2 AND a.role_id = $3"
     );
-    sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .bind(user.into_uuid())
-        .bind(role.into_uuid())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(rows::assignment)
-        .transpose()
+    let ids = [tenant.into_uuid(), user.into_uuid(), role.into_uuid()];
+    find_by(conn, &sql, &ids, rows::assignment).await
 }
 
 // ------------------------------------------------------------------------------------------
 // Groups
 // ------------------------------------------------------------------------------------------
 
-async fn fetch_group(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: GroupId,
-) -> Result<Option<Group>> {
-    let sql = format!("SELECT {GROUP_COLUMNS} FROM groups g WHERE g.tenant_id = $1 AND g.id = $2");
-    sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .bind(id.into_uuid())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(rows::group)
-        .transpose()
-}
-
-async fn require_group(conn: &mut PgConnection, tenant: TenantId, id: GroupId) -> Result<Group> {
-    fetch_group(conn, tenant, id)
-        .await?
-        .ok_or_else(group_not_found)
-}
+const GROUPS: Entities<Group> = Entities {
+    from: "groups g",
+    cols: GROUP_COLUMNS,
+    entity: "group",
+    from_row: rows::group,
+};
 
 /// Checks a new parent for `group` (None for a group being created): a group of the tenant
 /// that does not descend from `group`.
@@ -536,7 +631,7 @@ async fn check_parent(
     group: Option<GroupId>,
     parent: GroupId,
 ) -> Result<()> {
-    if fetch_group(conn, tenant, parent).await?.is_none() {
+    if GROUPS.find(conn, tenant, parent).await?.is_none() {
         return Err(unknown_group());
     }
     let Some(group) = group else {
@@ -577,16 +672,23 @@ async fn fetch_member(
         "SELECT {MEMBER_COLUMNS} FROM group_members m JOIN users u ON u.id = m.user_id \
          WHERE m.tenant_id = $1 AND m.group_id = $2 AND m.user_id = $3"
     );
-    sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .bind(group.into_uuid())
-        .bind(user.into_uuid())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(rows::member)
-        .transpose()
+    let ids = [tenant.into_uuid(), group.into_uuid(), user.into_uuid()];
+    find_by(conn, &sql, &ids, rows::member).await
+}
+
+/// A member of a group of the tenant: `NotFound` group, else `NotFound` group_member.
+async fn load_member(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    group: GroupId,
+    user: UserId,
+) -> Result<GroupMember> {
+    GROUPS.load(conn, tenant, group).await?;
+    fetch_member(conn, tenant, group, user)
+        .await?
+        .ok_or(Error::NotFound {
+            entity: "group_member",
+        })
 }
 
 fn group_role_json(role: &Role) -> Value {
@@ -606,22 +708,12 @@ struct Candidate {
 // Policies
 // ------------------------------------------------------------------------------------------
 
-async fn fetch_policy(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: PolicyId,
-) -> Result<Option<Policy>> {
-    let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 AND id = $2");
-    sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .bind(id.into_uuid())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(rows::policy)
-        .transpose()
-}
+const POLICIES: Entities<Policy> = Entities {
+    from: "policies",
+    cols: POLICY_COLUMNS,
+    entity: "policy",
+    from_row: rows::policy,
+};
 
 /// Records `p` as it is now in its history.
 async fn insert_policy_version(
@@ -720,14 +812,7 @@ impl AuthzStore for PgStore {
             "SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 AND active \
              ORDER BY name COLLATE \"C\""
         );
-        let policies = sqlx::query(&sql)
-            .bind(t)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::policy)
-            .collect::<Result<Vec<_>>>()?;
+        let policies = list_by(&mut *tx, &sql, &[t], rows::policy).await?;
         let custom_permissions = custom_permissions(&mut tx, tenant).await?;
         tx.commit().await.map_err(db)?;
         Ok(TenantAuthzData {
@@ -834,8 +919,7 @@ impl AuthzStore for PgStore {
             built_in: false,
             created_at: Some(now),
         };
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
         sqlx::query(
             "INSERT INTO permissions (tenant_id, resource, action, scope, description, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -846,19 +930,15 @@ impl AuthzStore for PgStore {
         .bind(p.scope.as_str())
         .bind(&p.description)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::PERMISSION_CREATE,
             EntityRef::none("permission"),
             (None, serde_json::to_value(&p).ok()),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(p)
     }
 
@@ -871,9 +951,7 @@ impl AuthzStore for PgStore {
 
     async fn get_role(&self, tenant: TenantId, id: RoleId) -> Result<Role> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        fetch_role(&mut conn, tenant, id)
-            .await?
-            .ok_or_else(role_not_found)
+        load_role(&mut conn, tenant, id).await
     }
 
     async fn create_role(
@@ -885,20 +963,15 @@ impl AuthzStore for PgStore {
         let now = domain::time::now();
         let role = new.into_role(tenant, RoleType::Custom, now);
         check_role_name(&role.name)?;
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        check_permissions_exist(&mut tx, tenant, &role.permissions, "permissions").await?;
-        insert_role(&mut tx, &role).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        check_permissions_exist(&mut m.tx, tenant, &role.permissions, "permissions").await?;
+        insert_role(&mut m.tx, &role).await?;
+        m.finish(
             actions::ROLE_CREATE,
             EntityRef::role(role.id),
             (None, Some(role.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(role)
     }
 
@@ -910,36 +983,26 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Role> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let before = fetch_role(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(role_not_found)?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let before = load_role(&mut m.tx, tenant, id).await?;
         let after = patch.apply(&before, now)?;
         if after.name != before.name {
             check_role_name(&after.name)?;
         }
-        write_role(&mut tx, &after).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        write_role(&mut m.tx, &after).await?;
+        m.finish(
             actions::ROLE_UPDATE,
             EntityRef::role(id),
             (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(after)
     }
 
     async fn delete_role(&self, tenant: TenantId, id: RoleId, ctx: &AuditContext) -> Result<Role> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let role = fetch_role(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(role_not_found)?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let role = load_role(&mut m.tx, tenant, id).await?;
         check_deletable(&role)?;
         for sql in [
             "DELETE FROM user_roles WHERE tenant_id = $1 AND role_id = $2",
@@ -947,23 +1010,14 @@ impl AuthzStore for PgStore {
             // role_permissions go with the role (ON DELETE CASCADE).
             "DELETE FROM roles WHERE tenant_id = $1 AND id = $2",
         ] {
-            sqlx::query(sql)
-                .bind(tenant.into_uuid())
-                .bind(id.into_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            execute_by(&mut *m.tx, sql, &[tenant.into_uuid(), id.into_uuid()]).await?;
         }
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::ROLE_DELETE,
             EntityRef::role(id),
             (Some(role.to_audit_json()), None),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(role)
     }
 
@@ -976,14 +1030,11 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Role> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let before = fetch_role(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(role_not_found)?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let before = load_role(&mut m.tx, tenant, id).await?;
         refuse_super_admin(&before)?;
-        check_permissions_exist(&mut tx, tenant, &add, "add").await?;
-        insert_role_permissions(&mut tx, id, &add).await?;
+        check_permissions_exist(&mut m.tx, tenant, &add, "add").await?;
+        insert_role_permissions(&mut m.tx, id, &add).await?;
         if !remove.is_empty() {
             let (resources, actions, scopes) = permission_arrays(&remove);
             sqlx::query(
@@ -996,32 +1047,26 @@ impl AuthzStore for PgStore {
             .bind(&resources)
             .bind(&actions)
             .bind(&scopes)
-            .execute(&mut *tx)
+            .execute(&mut *m.tx)
             .await
             .map_err(db)?;
         }
         sqlx::query("UPDATE roles SET updated_at = $2 WHERE id = $1")
             .bind(id.into_uuid())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *m.tx)
             .await
             .map_err(db)?;
-        let after = fetch_role(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(role_not_found)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        let after = load_role(&mut m.tx, tenant, id).await?;
+        m.finish(
             actions::ROLE_PERMISSIONS_UPDATE,
             EntityRef::role(id),
             (
                 Some(json!({ "permissions": before.permissions })),
                 Some(json!({ "permissions": after.permissions })),
             ),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(after)
     }
 
@@ -1038,15 +1083,8 @@ impl AuthzStore for PgStore {
              WHERE a.tenant_id = $1 AND a.user_id = $2 \
              ORDER BY r.priority DESC, r.name COLLATE \"C\""
         );
-        sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .bind(user.into_uuid())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::assignment)
-            .collect()
+        let ids = [tenant.into_uuid(), user.into_uuid()];
+        list_by(&mut *conn, &sql, &ids, rows::assignment).await
     }
 
     async fn assign_role(
@@ -1059,18 +1097,17 @@ impl AuthzStore for PgStore {
     ) -> Result<(RoleAssignment, bool)> {
         let now = domain::time::now();
         let expires_at = expires_at.map(domain::time::truncate);
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
         if role == SUPER_ADMIN_ROLE_ID {
-            lock_super_admins(&mut tx).await?;
+            lock_super_admins(&mut m.tx).await?;
         }
-        if !user_exists(&mut tx, tenant, user, true).await? {
+        if !user_exists(&mut m.tx, tenant, user, true).await? {
             return Err(Error::NotFound { entity: "user" });
         }
-        let r = fetch_role(&mut tx, tenant, role)
+        let r = fetch_role(&mut m.tx, tenant, role)
             .await?
             .ok_or_else(unknown_role)?;
-        let before = fetch_assignment(&mut tx, tenant, user, role).await?;
+        let before = fetch_assignment(&mut m.tx, tenant, user, role).await?;
         let after = match &before {
             Some(a) => {
                 sqlx::query(
@@ -1081,7 +1118,7 @@ impl AuthzStore for PgStore {
                 .bind(user.into_uuid())
                 .bind(role.into_uuid())
                 .bind(expires_at)
-                .execute(&mut *tx)
+                .execute(&mut *m.tx)
                 .await
                 .map_err(db)?;
                 RoleAssignment {
@@ -1110,25 +1147,21 @@ impl AuthzStore for PgStore {
                 .bind(a.assigned_by)
                 .bind(a.assigned_at)
                 .bind(a.expires_at)
-                .execute(&mut *tx)
+                .execute(&mut *m.tx)
                 .await
                 .map_err(write)?;
                 a
             }
         };
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::ROLE_ASSIGN,
             EntityRef::user(user),
             (
                 before.as_ref().map(RoleAssignment::to_audit_json),
                 Some(after.to_audit_json()),
             ),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok((after, before.is_none()))
     }
 
@@ -1140,19 +1173,17 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<RoleAssignment> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
         if role == SUPER_ADMIN_ROLE_ID {
-            lock_super_admins(&mut tx).await?;
+            lock_super_admins(&mut m.tx).await?;
         }
-        let before =
-            fetch_assignment(&mut tx, tenant, user, role)
-                .await?
-                .ok_or(Error::NotFound {
-                    entity: "role_assignment",
-                })?;
+        let before = fetch_assignment(&mut m.tx, tenant, user, role)
+            .await?
+            .ok_or(Error::NotFound {
+                entity: "role_assignment",
+            })?;
         if role == SUPER_ADMIN_ROLE_ID {
-            check_not_last_super_admin(&mut tx, tenant, user, now).await?;
+            check_not_last_super_admin(&mut m.tx, tenant, user, now).await?;
         }
         sqlx::query(
             "DELETE FROM user_roles WHERE tenant_id = $1 AND user_id = $2 AND role_id = $3",
@@ -1160,19 +1191,15 @@ impl AuthzStore for PgStore {
         .bind(tenant.into_uuid())
         .bind(user.into_uuid())
         .bind(role.into_uuid())
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::ROLE_UNASSIGN,
             EntityRef::user(user),
             (Some(before.to_audit_json()), None),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(before)
     }
 
@@ -1183,28 +1210,17 @@ impl AuthzStore for PgStore {
             "SELECT {GROUP_SUMMARY_COLUMNS} FROM groups g WHERE g.tenant_id = $1 \
              ORDER BY g.name COLLATE \"C\""
         );
-        sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::group_summary)
-            .collect()
+        list_by(&self.pool, &sql, &[tenant.into_uuid()], rows::group_summary).await
     }
 
     async fn get_group(&self, tenant: TenantId, id: GroupId) -> Result<GroupSummary> {
         let sql = format!(
             "SELECT {GROUP_SUMMARY_COLUMNS} FROM groups g WHERE g.tenant_id = $1 AND g.id = $2"
         );
-        let row = sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
-            .ok_or_else(group_not_found)?;
-        rows::group_summary(&row)
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        find_by(&self.pool, &sql, &ids, rows::group_summary)
+            .await?
+            .ok_or_else(group_not_found)
     }
 
     async fn create_group(
@@ -1215,10 +1231,9 @@ impl AuthzStore for PgStore {
     ) -> Result<Group> {
         let now = domain::time::now();
         let g = new.into_group(tenant, now);
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
         if let Some(parent) = g.parent_id {
-            check_parent(&mut tx, tenant, None, parent).await?;
+            check_parent(&mut m.tx, tenant, None, parent).await?;
         }
         sqlx::query(
             "INSERT INTO groups (id, tenant_id, name, display_name, description, group_type, \
@@ -1237,19 +1252,15 @@ impl AuthzStore for PgStore {
         .bind(Json(&g.settings))
         .bind(g.created_at)
         .bind(g.updated_at)
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::GROUP_CREATE,
             EntityRef::group(g.id),
             (None, Some(g.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(g)
     }
 
@@ -1261,13 +1272,12 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Group> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let before = require_group(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let before = GROUPS.load(&mut m.tx, tenant, id).await?;
         let after = patch.apply(&before, now);
         if after.parent_id != before.parent_id {
             if let Some(parent) = after.parent_id {
-                check_parent(&mut tx, tenant, Some(id), parent).await?;
+                check_parent(&mut m.tx, tenant, Some(id), parent).await?;
             }
         }
         sqlx::query(
@@ -1286,19 +1296,15 @@ impl AuthzStore for PgStore {
         .bind(after.active)
         .bind(Json(&after.settings))
         .bind(after.updated_at)
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::GROUP_UPDATE,
             EntityRef::group(id),
             (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(after)
     }
 
@@ -1309,15 +1315,14 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Group> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let group = require_group(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let group = GROUPS.load(&mut m.tx, tenant, id).await?;
         let has_children: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM groups WHERE tenant_id = $1 AND parent_id = $2)",
         )
         .bind(tenant.into_uuid())
         .bind(id.into_uuid())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *m.tx)
         .await
         .map_err(db)?;
         if has_children {
@@ -1332,23 +1337,14 @@ impl AuthzStore for PgStore {
             "DELETE FROM group_roles WHERE tenant_id = $1 AND group_id = $2",
             "DELETE FROM groups WHERE tenant_id = $1 AND id = $2",
         ] {
-            sqlx::query(sql)
-                .bind(tenant.into_uuid())
-                .bind(id.into_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            execute_by(&mut *m.tx, sql, &[tenant.into_uuid(), id.into_uuid()]).await?;
         }
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::GROUP_DELETE,
             EntityRef::group(id),
             (Some(group.to_audit_json()), None),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(group)
     }
 
@@ -1358,20 +1354,13 @@ impl AuthzStore for PgStore {
         group: GroupId,
     ) -> Result<Vec<GroupMember>> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        require_group(&mut conn, tenant, group).await?;
+        GROUPS.load(&mut conn, tenant, group).await?;
         let sql = format!(
             "SELECT {MEMBER_COLUMNS} FROM group_members m JOIN users u ON u.id = m.user_id \
              WHERE m.tenant_id = $1 AND m.group_id = $2 ORDER BY m.joined_at, m.user_id"
         );
-        sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .bind(group.into_uuid())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::member)
-            .collect()
+        let ids = [tenant.into_uuid(), group.into_uuid()];
+        list_by(&mut *conn, &sql, &ids, rows::member).await
     }
 
     async fn add_group_members(
@@ -1383,9 +1372,8 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Vec<MemberAddResult>> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let g = require_group(&mut tx, tenant, group).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let g = GROUPS.load(&mut m.tx, tenant, group).await?;
         // Every item is decided up front from three reads (the tenant's writes are
         // serialised, so nothing changes under them), then the additions are made in one
         // statement: a refused item never aborts the transaction.
@@ -1403,7 +1391,7 @@ impl AuthzStore for PgStore {
         )
         .bind(tenant.into_uuid())
         .bind(&ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *m.tx)
         .await
         .map_err(db)?;
         let mut candidates: HashMap<Uuid, Candidate> = HashMap::with_capacity(rows.len());
@@ -1427,7 +1415,7 @@ impl AuthzStore for PgStore {
         )
         .bind(group.into_uuid())
         .bind(&ids)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *m.tx)
         .await
         .map_err(db)?
         .into_iter()
@@ -1435,7 +1423,7 @@ impl AuthzStore for PgStore {
         let mut count: i64 =
             sqlx::query_scalar("SELECT count(*) FROM group_members WHERE group_id = $1")
                 .bind(group.into_uuid())
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *m.tx)
                 .await
                 .map_err(db)?;
         let mut results = Vec::with_capacity(users.len());
@@ -1450,7 +1438,7 @@ impl AuthzStore for PgStore {
                     Err(MemberAddFailure::GroupFull)
                 }
                 Some(c) => {
-                    let m = GroupMember {
+                    let member = GroupMember {
                         group_id: group,
                         user_id: user,
                         email: c.email.clone(),
@@ -1466,15 +1454,13 @@ impl AuthzStore for PgStore {
                     members.insert(id);
                     count += 1;
                     added.push(id);
-                    events.push(AuditEvent::record(
-                        ctx,
-                        tenant,
+                    let after = Some(member.to_audit_json());
+                    events.push(m.event(
                         actions::GROUP_MEMBER_ADD,
                         EntityRef::group(group),
-                        (None, Some(m.to_audit_json())),
-                        now,
+                        (None, after),
                     ));
-                    Ok(m)
+                    Ok(member)
                 }
             };
             results.push(MemberAddResult {
@@ -1484,7 +1470,7 @@ impl AuthzStore for PgStore {
         }
         if added.is_empty() {
             // Nothing changed: the version stays as it was.
-            tx.rollback().await.map_err(db)?;
+            m.tx.rollback().await.map_err(db)?;
             return Ok(results);
         }
         sqlx::query(
@@ -1499,11 +1485,10 @@ impl AuthzStore for PgStore {
         .bind(now)
         .bind(ctx.actor.actor_type().as_str())
         .bind(ctx.actor.id())
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        audit::insert_all(&mut tx, &events).await?;
-        tx.commit().await.map_err(db)?;
+        m.commit(&events).await?;
         Ok(results)
     }
 
@@ -1516,14 +1501,8 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<GroupMember> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        require_group(&mut tx, tenant, group).await?;
-        let before = fetch_member(&mut tx, tenant, group, user)
-            .await?
-            .ok_or(Error::NotFound {
-                entity: "group_member",
-            })?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let before = load_member(&mut m.tx, tenant, group, user).await?;
         sqlx::query(
             "UPDATE group_members SET role_in_group = $4 \
              WHERE tenant_id = $1 AND group_id = $2 AND user_id = $3",
@@ -1532,23 +1511,19 @@ impl AuthzStore for PgStore {
         .bind(group.into_uuid())
         .bind(user.into_uuid())
         .bind(role_in_group.as_str())
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db)?;
         let after = GroupMember {
             role_in_group,
             ..before.clone()
         };
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::GROUP_MEMBER_UPDATE,
             EntityRef::group(group),
             (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(after)
     }
 
@@ -1560,33 +1535,20 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<GroupMember> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        require_group(&mut tx, tenant, group).await?;
-        let before = fetch_member(&mut tx, tenant, group, user)
-            .await?
-            .ok_or(Error::NotFound {
-                entity: "group_member",
-            })?;
-        sqlx::query(
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let before = load_member(&mut m.tx, tenant, group, user).await?;
+        execute_by(
+            &mut *m.tx,
             "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2 AND user_id = $3",
+            &[tenant.into_uuid(), group.into_uuid(), user.into_uuid()],
         )
-        .bind(tenant.into_uuid())
-        .bind(group.into_uuid())
-        .bind(user.into_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        .await?;
+        m.finish(
             actions::GROUP_MEMBER_REMOVE,
             EntityRef::group(group),
             (Some(before.to_audit_json()), None),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(before)
     }
 
@@ -1597,7 +1559,7 @@ impl AuthzStore for PgStore {
         q: &AvailableUsersQuery,
     ) -> Result<Vec<User>> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        require_group(&mut conn, tenant, group).await?;
+        GROUPS.load(&mut conn, tenant, group).await?;
         let mut qb = QueryBuilder::<Postgres>::new("SELECT ");
         qb.push(USER_COLUMNS)
             .push(" FROM users u WHERE u.tenant_id = ")
@@ -1631,20 +1593,13 @@ impl AuthzStore for PgStore {
 
     async fn list_group_roles(&self, tenant: TenantId, group: GroupId) -> Result<Vec<Role>> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        require_group(&mut conn, tenant, group).await?;
+        GROUPS.load(&mut conn, tenant, group).await?;
         let sql = format!(
             "SELECT {ROLE_COLUMNS} FROM group_roles gr JOIN roles r ON r.id = gr.role_id \
              WHERE gr.tenant_id = $1 AND gr.group_id = $2"
         );
-        let mut roles = sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .bind(group.into_uuid())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::role)
-            .collect::<Result<Vec<_>>>()?;
+        let ids = [tenant.into_uuid(), group.into_uuid()];
+        let mut roles = list_by(&mut *conn, &sql, &ids, rows::role).await?;
         sort_roles(&mut roles);
         Ok(roles)
     }
@@ -1657,10 +1612,9 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Role> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        require_group(&mut tx, tenant, group).await?;
-        let r = fetch_role(&mut tx, tenant, role)
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        GROUPS.load(&mut m.tx, tenant, group).await?;
+        let r = fetch_role(&mut m.tx, tenant, role)
             .await?
             .ok_or_else(unknown_role)?;
         sqlx::query(
@@ -1671,19 +1625,15 @@ impl AuthzStore for PgStore {
         .bind(group.into_uuid())
         .bind(role.into_uuid())
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::GROUP_ROLE_GRANT,
             EntityRef::group(group),
             (None, Some(group_role_json(&r))),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(r)
     }
 
@@ -1695,37 +1645,29 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Role> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        require_group(&mut tx, tenant, group).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        GROUPS.load(&mut m.tx, tenant, group).await?;
         let not_granted = || Error::NotFound {
             entity: "group_role",
         };
-        let r = fetch_role(&mut tx, tenant, role)
+        let r = fetch_role(&mut m.tx, tenant, role)
             .await?
             .ok_or_else(not_granted)?;
-        let deleted = sqlx::query(
+        let deleted = execute_by(
+            &mut *m.tx,
             "DELETE FROM group_roles WHERE tenant_id = $1 AND group_id = $2 AND role_id = $3",
+            &[tenant.into_uuid(), group.into_uuid(), role.into_uuid()],
         )
-        .bind(tenant.into_uuid())
-        .bind(group.into_uuid())
-        .bind(role.into_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        if deleted.rows_affected() == 0 {
+        .await?;
+        if deleted == 0 {
             return Err(not_granted());
         }
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        m.finish(
             actions::GROUP_ROLE_REVOKE,
             EntityRef::group(group),
             (Some(group_role_json(&r)), None),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(r)
     }
 
@@ -1735,21 +1677,12 @@ impl AuthzStore for PgStore {
         let sql = format!(
             "SELECT {POLICY_COLUMNS} FROM policies WHERE tenant_id = $1 ORDER BY name COLLATE \"C\""
         );
-        sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::policy)
-            .collect()
+        list_by(&self.pool, &sql, &[tenant.into_uuid()], rows::policy).await
     }
 
     async fn get_policy(&self, tenant: TenantId, id: PolicyId) -> Result<Policy> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        fetch_policy(&mut conn, tenant, id)
-            .await?
-            .ok_or_else(policy_not_found)
+        POLICIES.load(&mut conn, tenant, id).await
     }
 
     async fn create_policy(
@@ -1760,8 +1693,7 @@ impl AuthzStore for PgStore {
     ) -> Result<Policy> {
         let now = domain::time::now();
         let p = new.into_policy(tenant, now);
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
         sqlx::query(
             "INSERT INTO policies (id, tenant_id, name, description, effect, source, active, \
              version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -1776,20 +1708,16 @@ impl AuthzStore for PgStore {
         .bind(p.version)
         .bind(p.created_at)
         .bind(p.updated_at)
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        insert_policy_version(&mut tx, &p, ctx, now).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        insert_policy_version(&mut m.tx, &p, ctx, now).await?;
+        m.finish(
             actions::POLICY_CREATE,
             EntityRef::policy(p.id),
             (None, Some(p.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(p)
     }
 
@@ -1802,11 +1730,8 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Policy> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let before = fetch_policy(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(policy_not_found)?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let before = POLICIES.load(&mut m.tx, tenant, id).await?;
         if let Some(expected) = expected_version {
             if expected != before.version {
                 return Err(Error::PreconditionFailed {
@@ -1830,20 +1755,16 @@ impl AuthzStore for PgStore {
         .bind(after.active)
         .bind(after.version)
         .bind(after.updated_at)
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(write)?;
-        insert_policy_version(&mut tx, &after, ctx, now).await?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        insert_policy_version(&mut m.tx, &after, ctx, now).await?;
+        m.finish(
             actions::POLICY_UPDATE,
             EntityRef::policy(id),
             (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(after)
     }
 
@@ -1854,28 +1775,22 @@ impl AuthzStore for PgStore {
         ctx: &AuditContext,
     ) -> Result<Policy> {
         let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        bump_version(&mut tx, tenant).await?;
-        let p = fetch_policy(&mut tx, tenant, id)
-            .await?
-            .ok_or_else(policy_not_found)?;
+        let mut m = Mutation::begin(&self.pool, tenant, ctx, now).await?;
+        let p = POLICIES.load(&mut m.tx, tenant, id).await?;
         // Its history goes with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM policies WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        execute_by(
+            &mut *m.tx,
+            "DELETE FROM policies WHERE tenant_id = $1 AND id = $2",
+            &ids,
+        )
+        .await?;
+        m.finish(
             actions::POLICY_DELETE,
             EntityRef::policy(id),
             (Some(p.to_audit_json()), None),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
+        )
+        .await?;
         Ok(p)
     }
 
@@ -1885,36 +1800,20 @@ impl AuthzStore for PgStore {
         id: PolicyId,
     ) -> Result<Vec<PolicyVersion>> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        fetch_policy(&mut conn, tenant, id)
-            .await?
-            .ok_or_else(policy_not_found)?;
+        POLICIES.load(&mut conn, tenant, id).await?;
         let sql = format!(
             "SELECT {POLICY_VERSION_COLUMNS} FROM policy_versions \
              WHERE tenant_id = $1 AND policy_id = $2 ORDER BY version DESC"
         );
-        sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(rows::policy_version)
-            .collect()
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        list_by(&mut *conn, &sql, &ids, rows::policy_version).await
     }
 }
 
 /// The tenant's own permissions, sorted by key.
 async fn custom_permissions(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<Permission>> {
     let sql = format!("SELECT {PERMISSION_COLUMNS} FROM permissions WHERE tenant_id = $1");
-    let mut out = sqlx::query(&sql)
-        .bind(tenant.into_uuid())
-        .fetch_all(conn)
-        .await
-        .map_err(db)?
-        .iter()
-        .map(rows::permission)
-        .collect::<Result<Vec<_>>>()?;
+    let mut out = list_by(conn, &sql, &[tenant.into_uuid()], rows::permission).await?;
     out.sort_by(|a, b| a.permission.cmp(&b.permission));
     Ok(out)
 }

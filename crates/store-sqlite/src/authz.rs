@@ -29,8 +29,9 @@ use domain::time::{now, to_micros, Timestamp};
 use domain::users::{User, UserStatus};
 use domain::{AuthzStore, Error, FieldError};
 use serde_json::{json, Value};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteExecutor, SqlitePool, SqliteRow};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::convert::{
@@ -281,6 +282,118 @@ pub(crate) const OTHER_SUPER_ADMIN_SQL: &str = "SELECT EXISTS (SELECT 1 FROM use
      AND u.status = 'active' AND u.deleted_at IS NULL \
      AND NOT (a.tenant_id = ?3 AND a.user_id = ?4)) AS other";
 
+// --- statements keyed by ids alone (most of them here) ---
+
+/// `sql` with `ids` bound to its parameters in order.
+fn keyed<'q>(sql: &'q str, ids: &[Uuid]) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    ids.iter().fold(sqlx::query(sql), |q, id| q.bind(*id))
+}
+
+/// The row `sql` selects by `ids`, read by `from_row`.
+async fn find_by<'c, T>(
+    conn: impl SqliteExecutor<'c>,
+    sql: &str,
+    ids: &[Uuid],
+    from_row: fn(&SqliteRow) -> Result<T>,
+) -> Result<Option<T>> {
+    let row = keyed(sql, ids).fetch_optional(conn).await.map_err(db_err)?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// The rows `sql` selects by `ids`, read by `from_row`.
+async fn list_by<'c, T>(
+    conn: impl SqliteExecutor<'c>,
+    sql: &str,
+    ids: &[Uuid],
+    from_row: fn(&SqliteRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    let rows = keyed(sql, ids).fetch_all(conn).await.map_err(db_err)?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Whether `sql` selects a row by `ids`.
+async fn exists_by<'c>(conn: impl SqliteExecutor<'c>, sql: &str, ids: &[Uuid]) -> Result<bool> {
+    let row = keyed(sql, ids).fetch_optional(conn).await.map_err(db_err)?;
+    Ok(row.is_some())
+}
+
+/// Runs the write `sql` by `ids`; the number of rows it changed.
+async fn execute_by<'c>(conn: impl SqliteExecutor<'c>, sql: &str, ids: &[Uuid]) -> Result<u64> {
+    let done = keyed(sql, ids).execute(conn).await.map_err(db_err)?;
+    Ok(done.rows_affected())
+}
+
+/// A table of the tenant's entities that have an id and a name unique in the tenant, with
+/// what the lookups of each need.
+struct Entities<T> {
+    table: &'static str,
+    cols: &'static str,
+    /// The entity as `NotFound` and the name conflict's message name it.
+    entity: &'static str,
+    /// The `Conflict` code of a name already taken.
+    name_taken: &'static str,
+    from_row: fn(&SqliteRow) -> Result<T>,
+}
+
+const GROUPS: Entities<Group> = Entities {
+    table: "groups",
+    cols: GROUP_COLS,
+    entity: "group",
+    name_taken: "group_name_taken",
+    from_row: group_from_row,
+};
+
+const POLICIES: Entities<Policy> = Entities {
+    table: "policies",
+    cols: POLICY_COLS,
+    entity: "policy",
+    name_taken: "policy_name_taken",
+    from_row: policy_from_row,
+};
+
+impl<T> Entities<T> {
+    /// The tenant's entity with this id, else `NotFound`.
+    async fn load(
+        &self,
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        id: impl Into<Uuid>,
+    ) -> Result<T> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE tenant_id = ? AND id = ?",
+            self.cols, self.table
+        );
+        find_by(conn, &sql, &[tenant.into_uuid(), id.into()], self.from_row)
+            .await?
+            .ok_or(Error::NotFound {
+                entity: self.entity,
+            })
+    }
+
+    /// Refuses `name` when an entity of the tenant has it.
+    async fn check_name_free(
+        &self,
+        conn: &mut SqliteConnection,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<()> {
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE tenant_id = ? AND name = ?",
+            self.table
+        );
+        let taken = sqlx::query(&sql)
+            .bind(tenant.into_uuid())
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        match taken {
+            Some(_) => Err(name_taken(self.name_taken, self.entity)),
+            None => Ok(()),
+        }
+    }
+}
+
 // --- shared steps, run on the caller's connection (the writer's transaction) ---
 
 /// Increments the tenant's authorization version (from 0 when it has none yet).
@@ -296,28 +409,68 @@ pub(crate) async fn bump_version(conn: &mut SqliteConnection, tenant: TenantId) 
     Ok(())
 }
 
-async fn audit(
-    conn: &mut SqliteConnection,
-    ctx: &AuditContext,
+/// A change of the tenant's authorization data in progress: the writer's transaction, and
+/// who makes the change and when, as its audit events record them. It ends with `finish`
+/// (or `commit`), which bumps the tenant's version in the same transaction.
+struct Mutation<'a> {
+    tx: Transaction<'static, Sqlite>,
     tenant: TenantId,
-    action: &str,
-    entity: EntityRef,
-    change: (Option<Value>, Option<Value>),
+    ctx: &'a AuditContext,
     now: Timestamp,
-) -> Result<()> {
-    let ev = AuditEvent::record(ctx, tenant, action, entity, change, now);
-    insert_audit(conn, &ev).await
+}
+
+impl<'a> Mutation<'a> {
+    async fn begin(
+        writer: &SqlitePool,
+        tenant: TenantId,
+        ctx: &'a AuditContext,
+        now: Timestamp,
+    ) -> Result<Self> {
+        let tx = writer.begin().await.map_err(db_err)?;
+        Ok(Mutation {
+            tx,
+            tenant,
+            ctx,
+            now,
+        })
+    }
+
+    /// Records an audit event of the change.
+    async fn audit(
+        &mut self,
+        action: &str,
+        entity: EntityRef,
+        change: (Option<Value>, Option<Value>),
+    ) -> Result<()> {
+        let ev = AuditEvent::record(self.ctx, self.tenant, action, entity, change, self.now);
+        insert_audit(&mut self.tx, &ev).await
+    }
+
+    /// Bumps the tenant's version and commits, once the events are recorded.
+    async fn commit(mut self) -> Result<()> {
+        bump_version(&mut self.tx, self.tenant).await?;
+        self.tx.commit().await.map_err(db_err)
+    }
+
+    /// Records the one audit event of the change, bumps the version and commits.
+    async fn finish(
+        mut self,
+        action: &str,
+        entity: EntityRef,
+        change: (Option<Value>, Option<Value>),
+    ) -> Result<()> {
+        self.audit(action, entity, change).await?;
+        self.commit().await
+    }
 }
 
 async fn ensure_tenant(conn: &mut SqliteConnection, tenant: TenantId) -> Result<()> {
-    let found = sqlx::query("SELECT 1 FROM tenants WHERE id = ?")
-        .bind(tenant.into_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    found
-        .map(|_| ())
-        .ok_or(Error::NotFound { entity: "tenant" })
+    let sql = "SELECT 1 FROM tenants WHERE id = ?";
+    if exists_by(conn, sql, &[tenant.into_uuid()]).await? {
+        Ok(())
+    } else {
+        Err(Error::NotFound { entity: "tenant" })
+    }
 }
 
 /// A user of the tenant who is not deleted, else `NotFound` user.
@@ -338,14 +491,12 @@ async fn live_user_exists(
     tenant: TenantId,
     user: UserId,
 ) -> Result<bool> {
-    let found =
-        sqlx::query("SELECT 1 FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL")
-            .bind(tenant.into_uuid())
-            .bind(user.into_uuid())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_err)?;
-    Ok(found.is_some())
+    exists_by(
+        conn,
+        "SELECT 1 FROM users WHERE tenant_id = ? AND id = ? AND deleted_at IS NULL",
+        &[tenant.into_uuid(), user.into_uuid()],
+    )
+    .await
 }
 
 /// Fills in the (sorted) permissions of `roles`.
@@ -385,16 +536,9 @@ fn group_permissions(rows: &[SqliteRow]) -> Result<HashMap<RoleId, Vec<Permissio
 /// The tenant's roles and the super administrator role, with their permissions, by
 /// priority (highest first) then name.
 async fn tenant_roles(conn: &mut SqliteConnection, tenant: TenantId) -> Result<Vec<Role>> {
-    let rows = sqlx::query(&tenant_roles_sql())
-        .bind(tenant.into_uuid())
-        .bind(SUPER_ADMIN_ROLE_ID.into_uuid())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    let mut roles = rows.iter().map(role_from_row).collect::<Result<Vec<_>>>()?;
-    let perms = sqlx::query(TENANT_ROLE_PERMISSIONS_SQL)
-        .bind(tenant.into_uuid())
-        .bind(SUPER_ADMIN_ROLE_ID.into_uuid())
+    let ids = [tenant.into_uuid(), SUPER_ADMIN_ROLE_ID.into_uuid()];
+    let mut roles = list_by(&mut *conn, &tenant_roles_sql(), &ids, role_from_row).await?;
+    let perms = keyed(TENANT_ROLE_PERMISSIONS_SQL, &ids)
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -411,19 +555,17 @@ async fn find_role(
     tenant: TenantId,
     id: RoleId,
 ) -> Result<Option<Role>> {
-    let row = sqlx::query(&format!(
-        "SELECT {ROLE_COLS} FROM roles WHERE id = ?1 AND (tenant_id = ?2 OR id = ?3)"
-    ))
-    .bind(id.into_uuid())
-    .bind(tenant.into_uuid())
-    .bind(SUPER_ADMIN_ROLE_ID.into_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let Some(row) = row else {
+    let sql =
+        format!("SELECT {ROLE_COLS} FROM roles WHERE id = ?1 AND (tenant_id = ?2 OR id = ?3)");
+    let ids = [
+        id.into_uuid(),
+        tenant.into_uuid(),
+        SUPER_ADMIN_ROLE_ID.into_uuid(),
+    ];
+    let Some(role) = find_by(&mut *conn, &sql, &ids, role_from_row).await? else {
         return Ok(None);
     };
-    let mut role = [role_from_row(&row)?];
+    let mut role = [role];
     attach_permissions(conn, &mut role).await?;
     let [role] = role;
     Ok(Some(role))
@@ -684,16 +826,15 @@ pub(crate) async fn backfill_default_roles(conn: &mut SqliteConnection) -> Resul
                     m.insert("given_to_existing_users".into(), json!(given));
                 }
             }
-            audit(
-                conn,
+            let ev = AuditEvent::record(
                 &ctx,
                 tenant,
                 actions::ROLE_CREATE,
                 EntityRef::role(role.id),
                 (None, Some(after)),
                 now,
-            )
-            .await?;
+            );
+            insert_audit(conn, &ev).await?;
             bump_version(conn, tenant).await?;
         }
     }
@@ -765,46 +906,10 @@ async fn find_assignment(
     user: UserId,
     role: RoleId,
 ) -> Result<Option<RoleAssignment>> {
-    let row = sqlx::query(&format!(
-        "{ASSIGNMENT_SELECT} WHERE a.tenant_id = ? AND a.user_id = ? AND a.role_id = ?"
-    ))
-    .bind(tenant.into_uuid())
-    .bind(user.into_uuid())
-    .bind(role.into_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    row.as_ref().map(assignment_from_row).transpose()
-}
-
-async fn load_group(conn: &mut SqliteConnection, tenant: TenantId, id: GroupId) -> Result<Group> {
-    let row = sqlx::query(&format!(
-        "SELECT {GROUP_COLS} FROM groups WHERE tenant_id = ? AND id = ?"
-    ))
-    .bind(tenant.into_uuid())
-    .bind(id.into_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?
-    .ok_or(Error::NotFound { entity: "group" })?;
-    group_from_row(&row)
-}
-
-async fn check_group_name_free(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    name: &str,
-) -> Result<()> {
-    let taken = sqlx::query("SELECT 1 FROM groups WHERE tenant_id = ? AND name = ?")
-        .bind(tenant.into_uuid())
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    match taken {
-        Some(_) => Err(name_taken("group_name_taken", "group")),
-        None => Ok(()),
-    }
+    let sql =
+        format!("{ASSIGNMENT_SELECT} WHERE a.tenant_id = ? AND a.user_id = ? AND a.role_id = ?");
+    let ids = [tenant.into_uuid(), user.into_uuid(), role.into_uuid()];
+    find_by(conn, &sql, &ids, assignment_from_row).await
 }
 
 /// The parent of every group of the tenant.
@@ -874,16 +979,24 @@ async fn find_member(
     group: GroupId,
     user: UserId,
 ) -> Result<Option<GroupMember>> {
-    let row = sqlx::query(&format!(
-        "{MEMBER_SELECT} WHERE m.tenant_id = ? AND m.group_id = ? AND m.user_id = ?"
-    ))
-    .bind(tenant.into_uuid())
-    .bind(group.into_uuid())
-    .bind(user.into_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    row.as_ref().map(member_from_row).transpose()
+    let sql = format!("{MEMBER_SELECT} WHERE m.tenant_id = ? AND m.group_id = ? AND m.user_id = ?");
+    let ids = [tenant.into_uuid(), group.into_uuid(), user.into_uuid()];
+    find_by(conn, &sql, &ids, member_from_row).await
+}
+
+/// A member of a group of the tenant: `NotFound` group, else `NotFound` group_member.
+async fn load_member(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    group: GroupId,
+    user: UserId,
+) -> Result<GroupMember> {
+    GROUPS.load(conn, tenant, group).await?;
+    find_member(conn, tenant, group, user)
+        .await?
+        .ok_or(Error::NotFound {
+            entity: "group_member",
+        })
 }
 
 /// Every member of the group, whatever the user's state (what `max_members` limits).
@@ -906,53 +1019,15 @@ async fn group_roles(
     tenant: TenantId,
     group: GroupId,
 ) -> Result<Vec<Role>> {
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT {ROLE_COLS} FROM roles WHERE id IN \
          (SELECT role_id FROM group_roles WHERE tenant_id = ? AND group_id = ?) \
          ORDER BY priority DESC, name"
-    ))
-    .bind(tenant.into_uuid())
-    .bind(group.into_uuid())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    let mut roles = rows.iter().map(role_from_row).collect::<Result<Vec<_>>>()?;
+    );
+    let ids = [tenant.into_uuid(), group.into_uuid()];
+    let mut roles = list_by(&mut *conn, &sql, &ids, role_from_row).await?;
     attach_permissions(conn, &mut roles).await?;
     Ok(roles)
-}
-
-async fn load_policy(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    id: PolicyId,
-) -> Result<Policy> {
-    let row = sqlx::query(&format!(
-        "SELECT {POLICY_COLS} FROM policies WHERE tenant_id = ? AND id = ?"
-    ))
-    .bind(tenant.into_uuid())
-    .bind(id.into_uuid())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?
-    .ok_or(Error::NotFound { entity: "policy" })?;
-    policy_from_row(&row)
-}
-
-async fn check_policy_name_free(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    name: &str,
-) -> Result<()> {
-    let taken = sqlx::query("SELECT 1 FROM policies WHERE tenant_id = ? AND name = ?")
-        .bind(tenant.into_uuid())
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    match taken {
-        Some(_) => Err(name_taken("policy_name_taken", "policy")),
-        None => Ok(()),
-    }
 }
 
 /// Records `p` as it now is in its history.
@@ -1025,6 +1100,7 @@ impl AuthzStore for SqliteStore {
     }
 
     async fn load_tenant_authz(&self, tenant: TenantId) -> domain::Result<TenantAuthzData> {
+        let t = [tenant.into_uuid()];
         // One read transaction: every statement sees the same WAL snapshot.
         let mut tx = self.reader.begin().await.map_err(db_err)?;
         let version: Option<i64> = sqlx::query_scalar(
@@ -1037,59 +1113,39 @@ impl AuthzStore for SqliteStore {
         .map_err(db_err)?;
         let version = version.ok_or(Error::NotFound { entity: "tenant" })?;
         let roles = tenant_roles(&mut tx, tenant).await?;
-        let groups = sqlx::query(
+        let groups = list_by(
+            &mut *tx,
             "SELECT id, name, parent_id, active FROM groups WHERE tenant_id = ? ORDER BY name",
+            &t,
+            |r| {
+                Ok(GroupNode {
+                    id: GroupId::from_uuid(get(r, "id")?),
+                    name: get(r, "name")?,
+                    parent_id: get::<Option<Uuid>>(r, "parent_id")?.map(GroupId::from_uuid),
+                    active: get(r, "active")?,
+                })
+            },
         )
-        .bind(tenant.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(|r| {
-            Ok(GroupNode {
-                id: GroupId::from_uuid(get(r, "id")?),
-                name: get(r, "name")?,
-                parent_id: get::<Option<Uuid>>(r, "parent_id")?.map(GroupId::from_uuid),
-                active: get(r, "active")?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-        let group_roles = sqlx::query(
+        .await?;
+        let group_roles = list_by(
+            &mut *tx,
             "SELECT group_id, role_id FROM group_roles WHERE tenant_id = ? \
              ORDER BY group_id, role_id",
+            &t,
+            |r| {
+                Ok((
+                    GroupId::from_uuid(get(r, "group_id")?),
+                    RoleId::from_uuid(get(r, "role_id")?),
+                ))
+            },
         )
-        .bind(tenant.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(|r| {
-            Ok((
-                GroupId::from_uuid(get(r, "group_id")?),
-                RoleId::from_uuid(get(r, "role_id")?),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-        let policies = sqlx::query(&format!(
+        .await?;
+        let sql = format!(
             "SELECT {POLICY_COLS} FROM policies WHERE tenant_id = ? AND active = 1 ORDER BY name"
-        ))
-        .bind(tenant.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(policy_from_row)
-        .collect::<Result<Vec<_>>>()?;
-        let mut custom_permissions = sqlx::query(&format!(
-            "SELECT {PERMISSION_COLS} FROM permissions WHERE tenant_id = ?"
-        ))
-        .bind(tenant.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(permission_from_row)
-        .collect::<Result<Vec<_>>>()?;
+        );
+        let policies = list_by(&mut *tx, &sql, &t, policy_from_row).await?;
+        let sql = format!("SELECT {PERMISSION_COLS} FROM permissions WHERE tenant_id = ?");
+        let mut custom_permissions = list_by(&mut *tx, &sql, &t, permission_from_row).await?;
         custom_permissions.sort_by(|a, b| a.permission.cmp(&b.permission));
         tx.commit().await.map_err(db_err)?;
         Ok(TenantAuthzData {
@@ -1107,19 +1163,12 @@ impl AuthzStore for SqliteStore {
         tenant: TenantId,
         user: UserId,
     ) -> domain::Result<Option<PrincipalData>> {
+        let ids = [tenant.into_uuid(), user.into_uuid()];
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND id = ?"
-        ))
-        .bind(tenant.into_uuid())
-        .bind(user.into_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let Some(row) = row else {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE tenant_id = ? AND id = ?");
+        let Some(u) = find_by(&mut *tx, &sql, &ids, user_from_row).await? else {
             return Ok(None);
         };
-        let u = user_from_row(&row)?;
         let manager_chain = match u.manager_id {
             Some(m) => {
                 let depth = i64::try_from(MAX_MANAGER_CHAIN).unwrap_or(i64::MAX);
@@ -1134,17 +1183,8 @@ impl AuthzStore for SqliteStore {
             }
             None => Vec::new(),
         };
-        let assignments = sqlx::query(&format!(
-            "{ASSIGNMENT_SELECT} WHERE a.tenant_id = ? AND a.user_id = ?"
-        ))
-        .bind(tenant.into_uuid())
-        .bind(user.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(assignment_from_row)
-        .collect::<Result<Vec<_>>>()?;
+        let sql = format!("{ASSIGNMENT_SELECT} WHERE a.tenant_id = ? AND a.user_id = ?");
+        let assignments = list_by(&mut *tx, &sql, &ids, assignment_from_row).await?;
         let groups = sqlx::query_scalar::<_, Uuid>(PRINCIPAL_GROUPS_SQL)
             .bind(tenant.into_uuid())
             .bind(user.into_uuid())
@@ -1166,17 +1206,14 @@ impl AuthzStore for SqliteStore {
     // --- permissions ---
 
     async fn list_custom_permissions(&self, tenant: TenantId) -> domain::Result<Vec<Permission>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {PERMISSION_COLS} FROM permissions WHERE tenant_id = ?"
-        ))
-        .bind(tenant.into_uuid())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        let mut out = rows
-            .iter()
-            .map(permission_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let sql = format!("SELECT {PERMISSION_COLS} FROM permissions WHERE tenant_id = ?");
+        let mut out = list_by(
+            &self.reader,
+            &sql,
+            &[tenant.into_uuid()],
+            permission_from_row,
+        )
+        .await?;
         out.sort_by(|a, b| a.permission.cmp(&b.permission));
         Ok(out)
     }
@@ -1198,8 +1235,8 @@ impl AuthzStore for SqliteStore {
             built_in: false,
             created_at: Some(now),
         };
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        ensure_tenant(&mut tx, tenant).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        ensure_tenant(&mut m.tx, tenant).await?;
         let inserted = sqlx::query(
             "INSERT INTO permissions (tenant_id, resource, action, scope, description, \
              created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -1210,7 +1247,7 @@ impl AuthzStore for SqliteStore {
         .bind(p.scope.as_str())
         .bind(&p.description)
         .bind(to_micros(now))
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?
         .rows_affected();
@@ -1221,18 +1258,13 @@ impl AuthzStore for SqliteStore {
                 field: Some("permission"),
             });
         }
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        let after = Some(permission_json(&p));
+        m.finish(
             actions::PERMISSION_CREATE,
             EntityRef::none("permission"),
-            (None, Some(permission_json(&p))),
-            now,
+            (None, after),
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(p)
     }
 
@@ -1260,23 +1292,18 @@ impl AuthzStore for SqliteStore {
     ) -> domain::Result<Role> {
         let now = now();
         let role = new.into_role(tenant, RoleType::Custom, now);
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        ensure_tenant(&mut tx, tenant).await?;
-        check_role_name_free(&mut tx, tenant, &role.name, None).await?;
-        check_permissions_exist(&mut tx, tenant, "permissions", &role.permissions).await?;
-        insert_role(&mut tx, &role).await?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        ensure_tenant(&mut m.tx, tenant).await?;
+        check_role_name_free(&mut m.tx, tenant, &role.name, None).await?;
+        check_permissions_exist(&mut m.tx, tenant, "permissions", &role.permissions).await?;
+        insert_role(&mut m.tx, &role).await?;
+        let after = Some(role.to_audit_json());
+        m.finish(
             actions::ROLE_CREATE,
             EntityRef::role(role.id),
-            (None, Some(role.to_audit_json())),
-            now,
+            (None, after),
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(role)
     }
 
@@ -1288,11 +1315,11 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<Role> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let before = load_role(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        let before = load_role(&mut m.tx, tenant, id).await?;
         let after = patch.apply(&before, now)?;
         if after.name != before.name {
-            check_role_name_free(&mut tx, tenant, &after.name, Some(id)).await?;
+            check_role_name_free(&mut m.tx, tenant, &after.name, Some(id)).await?;
         }
         sqlx::query(
             "UPDATE roles SET name = ?, display_name = ?, description = ?, priority = ?, \
@@ -1306,21 +1333,12 @@ impl AuthzStore for SqliteStore {
         .bind(to_micros(now))
         .bind(tenant.into_uuid())
         .bind(id.into_uuid())
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::ROLE_UPDATE,
-            EntityRef::role(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        )
-        .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let change = (Some(before.to_audit_json()), Some(after.to_audit_json()));
+        m.finish(actions::ROLE_UPDATE, EntityRef::role(id), change)
+            .await?;
         Ok(after)
     }
 
@@ -1330,29 +1348,20 @@ impl AuthzStore for SqliteStore {
         id: RoleId,
         ctx: &AuditContext,
     ) -> domain::Result<Role> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let role = load_role(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now()).await?;
+        let role = load_role(&mut m.tx, tenant, id).await?;
         check_deletable(&role)?;
         // Its permissions, assignments and group grants go with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM roles WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::ROLE_DELETE,
-            EntityRef::role(id),
-            (Some(role.to_audit_json()), None),
-            now,
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        execute_by(
+            &mut *m.tx,
+            "DELETE FROM roles WHERE tenant_id = ? AND id = ?",
+            &ids,
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let before = Some(role.to_audit_json());
+        m.finish(actions::ROLE_DELETE, EntityRef::role(id), (before, None))
+            .await?;
         Ok(role)
     }
 
@@ -1365,11 +1374,11 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<Role> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let before = load_role(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        let before = load_role(&mut m.tx, tenant, id).await?;
         refuse_super_admin(&before)?;
-        check_permissions_exist(&mut tx, tenant, "add", &add).await?;
-        insert_role_permissions(&mut tx, id, &add).await?;
+        check_permissions_exist(&mut m.tx, tenant, "add", &add).await?;
+        insert_role_permissions(&mut m.tx, id, &add).await?;
         for k in &remove {
             sqlx::query(
                 "DELETE FROM role_permissions WHERE role_id = ? AND resource = ? \
@@ -1379,7 +1388,7 @@ impl AuthzStore for SqliteStore {
             .bind(k.resource())
             .bind(k.action())
             .bind(k.scope().as_str())
-            .execute(&mut *tx)
+            .execute(&mut *m.tx)
             .await
             .map_err(db_err)?;
         }
@@ -1387,25 +1396,20 @@ impl AuthzStore for SqliteStore {
             .bind(to_micros(now))
             .bind(tenant.into_uuid())
             .bind(id.into_uuid())
-            .execute(&mut *tx)
+            .execute(&mut *m.tx)
             .await
             .map_err(db_err)?;
-        let after = load_role(&mut tx, tenant, id).await?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        let after = load_role(&mut m.tx, tenant, id).await?;
+        let change = (
+            Some(permission_list_json(&before.permissions)),
+            Some(permission_list_json(&after.permissions)),
+        );
+        m.finish(
             actions::ROLE_PERMISSIONS_UPDATE,
             EntityRef::role(id),
-            (
-                Some(permission_list_json(&before.permissions)),
-                Some(permission_list_json(&after.permissions)),
-            ),
-            now,
+            change,
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(after)
     }
 
@@ -1416,27 +1420,19 @@ impl AuthzStore for SqliteStore {
         tenant: TenantId,
         user: UserId,
     ) -> domain::Result<Vec<RoleAssignment>> {
+        let ids = [tenant.into_uuid(), user.into_uuid()];
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        let known = sqlx::query("SELECT 1 FROM users WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.into_uuid())
-            .bind(user.into_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if known.is_none() {
+        let sql = "SELECT 1 FROM users WHERE tenant_id = ? AND id = ?";
+        if !exists_by(&mut *tx, sql, &ids).await? {
             return Err(Error::NotFound { entity: "user" });
         }
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "{ASSIGNMENT_SELECT} WHERE a.tenant_id = ? AND a.user_id = ? \
              ORDER BY r.priority DESC, r.name"
-        ))
-        .bind(tenant.into_uuid())
-        .bind(user.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        );
+        let assignments = list_by(&mut *tx, &sql, &ids, assignment_from_row).await?;
         tx.commit().await.map_err(db_err)?;
-        rows.iter().map(assignment_from_row).collect()
+        Ok(assignments)
     }
 
     async fn assign_role(
@@ -1449,18 +1445,18 @@ impl AuthzStore for SqliteStore {
     ) -> domain::Result<(RoleAssignment, bool)> {
         let now = now();
         let expires_at = expires_at.map(domain::time::truncate);
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        ensure_live_user(&mut tx, tenant, user).await?;
-        let r = find_role(&mut tx, tenant, role)
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        ensure_live_user(&mut m.tx, tenant, user).await?;
+        let r = find_role(&mut m.tx, tenant, role)
             .await?
             .ok_or_else(unknown_role)?;
-        let before = find_assignment(&mut tx, tenant, user, role).await?;
+        let before = find_assignment(&mut m.tx, tenant, user, role).await?;
         let after = match &before {
             Some(a) => {
                 // The service only sets future expiries; should one already be past, the
                 // change would take the role away now.
                 if role == SUPER_ADMIN_ROLE_ID && expires_at.is_some_and(|t| t <= now) {
-                    check_not_last_super_admin(&mut tx, tenant, user, now).await?;
+                    check_not_last_super_admin(&mut m.tx, tenant, user, now).await?;
                 }
                 sqlx::query(
                     "UPDATE user_roles SET expires_at = ? \
@@ -1470,7 +1466,7 @@ impl AuthzStore for SqliteStore {
                 .bind(tenant.into_uuid())
                 .bind(user.into_uuid())
                 .bind(role.into_uuid())
-                .execute(&mut *tx)
+                .execute(&mut *m.tx)
                 .await
                 .map_err(db_err)?;
                 RoleAssignment {
@@ -1499,27 +1495,18 @@ impl AuthzStore for SqliteStore {
                 .bind(a.assigned_by)
                 .bind(to_micros(now))
                 .bind(expires_at.map(to_micros))
-                .execute(&mut *tx)
+                .execute(&mut *m.tx)
                 .await
                 .map_err(db_err)?;
                 a
             }
         };
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::ROLE_ASSIGN,
-            EntityRef::user(user),
-            (
-                before.as_ref().map(RoleAssignment::to_audit_json),
-                Some(after.to_audit_json()),
-            ),
-            now,
-        )
-        .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let change = (
+            before.as_ref().map(RoleAssignment::to_audit_json),
+            Some(after.to_audit_json()),
+        );
+        m.finish(actions::ROLE_ASSIGN, EntityRef::user(user), change)
+            .await?;
         Ok((after, before.is_none()))
     }
 
@@ -1531,57 +1518,50 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<RoleAssignment> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let a = find_assignment(&mut tx, tenant, user, role)
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        let a = find_assignment(&mut m.tx, tenant, user, role)
             .await?
             .ok_or(Error::NotFound {
                 entity: "role_assignment",
             })?;
         if role == SUPER_ADMIN_ROLE_ID {
-            check_not_last_super_admin(&mut tx, tenant, user, now).await?;
+            check_not_last_super_admin(&mut m.tx, tenant, user, now).await?;
         }
-        sqlx::query("DELETE FROM user_roles WHERE tenant_id = ? AND user_id = ? AND role_id = ?")
-            .bind(tenant.into_uuid())
-            .bind(user.into_uuid())
-            .bind(role.into_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::ROLE_UNASSIGN,
-            EntityRef::user(user),
-            (Some(a.to_audit_json()), None),
-            now,
+        execute_by(
+            &mut *m.tx,
+            "DELETE FROM user_roles WHERE tenant_id = ? AND user_id = ? AND role_id = ?",
+            &[tenant.into_uuid(), user.into_uuid(), role.into_uuid()],
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let before = Some(a.to_audit_json());
+        m.finish(
+            actions::ROLE_UNASSIGN,
+            EntityRef::user(user),
+            (before, None),
+        )
+        .await?;
         Ok(a)
     }
 
     // --- groups ---
 
     async fn list_groups(&self, tenant: TenantId) -> domain::Result<Vec<GroupSummary>> {
-        let rows = sqlx::query(&format!("{} ORDER BY name", group_summary_sql("")))
-            .bind(tenant.into_uuid())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(db_err)?;
-        rows.iter().map(group_summary_from_row).collect()
+        let sql = format!("{} ORDER BY name", group_summary_sql(""));
+        list_by(
+            &self.reader,
+            &sql,
+            &[tenant.into_uuid()],
+            group_summary_from_row,
+        )
+        .await
     }
 
     async fn get_group(&self, tenant: TenantId, id: GroupId) -> domain::Result<GroupSummary> {
-        let row = sqlx::query(&group_summary_sql(" AND id = ?"))
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db_err)?
-            .ok_or(Error::NotFound { entity: "group" })?;
-        group_summary_from_row(&row)
+        let sql = group_summary_sql(" AND id = ?");
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        find_by(&self.reader, &sql, &ids, group_summary_from_row)
+            .await?
+            .ok_or(Error::NotFound { entity: "group" })
     }
 
     async fn create_group(
@@ -1592,10 +1572,10 @@ impl AuthzStore for SqliteStore {
     ) -> domain::Result<Group> {
         let now = now();
         let g = new.into_group(tenant, now);
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        ensure_tenant(&mut tx, tenant).await?;
-        check_group_name_free(&mut tx, tenant, &g.name).await?;
-        check_parent(&mut tx, tenant, g.id, g.parent_id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        ensure_tenant(&mut m.tx, tenant).await?;
+        GROUPS.check_name_free(&mut m.tx, tenant, &g.name).await?;
+        check_parent(&mut m.tx, tenant, g.id, g.parent_id).await?;
         sqlx::query(
             "INSERT INTO groups (id, tenant_id, name, display_name, description, group_type, \
              parent_id, max_members, active, settings, created_at, updated_at) \
@@ -1613,21 +1593,12 @@ impl AuthzStore for SqliteStore {
         .bind(object_text(&g.settings))
         .bind(to_micros(now))
         .bind(to_micros(now))
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::GROUP_CREATE,
-            EntityRef::group(g.id),
-            (None, Some(g.to_audit_json())),
-            now,
-        )
-        .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let after = Some(g.to_audit_json());
+        m.finish(actions::GROUP_CREATE, EntityRef::group(g.id), (None, after))
+            .await?;
         Ok(g)
     }
 
@@ -1639,28 +1610,21 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<Group> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let before = load_group(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        let before = GROUPS.load(&mut m.tx, tenant, id).await?;
         let after = patch.apply(&before, now);
         if after.name != before.name {
-            check_group_name_free(&mut tx, tenant, &after.name).await?;
+            GROUPS
+                .check_name_free(&mut m.tx, tenant, &after.name)
+                .await?;
         }
         if after.parent_id != before.parent_id {
-            check_parent(&mut tx, tenant, id, after.parent_id).await?;
+            check_parent(&mut m.tx, tenant, id, after.parent_id).await?;
         }
-        write_group(&mut tx, &after).await?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::GROUP_UPDATE,
-            EntityRef::group(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        )
-        .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        write_group(&mut m.tx, &after).await?;
+        let change = (Some(before.to_audit_json()), Some(after.to_audit_json()));
+        m.finish(actions::GROUP_UPDATE, EntityRef::group(id), change)
+            .await?;
         Ok(after)
     }
 
@@ -1670,18 +1634,11 @@ impl AuthzStore for SqliteStore {
         id: GroupId,
         ctx: &AuditContext,
     ) -> domain::Result<Group> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let g = load_group(&mut tx, tenant, id).await?;
-        let has_children =
-            sqlx::query("SELECT 1 FROM groups WHERE tenant_id = ? AND parent_id = ?")
-                .bind(tenant.into_uuid())
-                .bind(id.into_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?
-                .is_some();
-        if has_children {
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now()).await?;
+        let g = GROUPS.load(&mut m.tx, tenant, id).await?;
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        let children = "SELECT 1 FROM groups WHERE tenant_id = ? AND parent_id = ?";
+        if exists_by(&mut *m.tx, children, &ids).await? {
             return Err(Error::Conflict {
                 code: "group_has_children",
                 message: "the group has child groups: move or delete them first".into(),
@@ -1689,24 +1646,15 @@ impl AuthzStore for SqliteStore {
             });
         }
         // Its memberships and role grants go with it (ON DELETE CASCADE).
-        sqlx::query("DELETE FROM groups WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::GROUP_DELETE,
-            EntityRef::group(id),
-            (Some(g.to_audit_json()), None),
-            now,
+        execute_by(
+            &mut *m.tx,
+            "DELETE FROM groups WHERE tenant_id = ? AND id = ?",
+            &ids,
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let before = Some(g.to_audit_json());
+        m.finish(actions::GROUP_DELETE, EntityRef::group(id), (before, None))
+            .await?;
         Ok(g)
     }
 
@@ -1716,20 +1664,17 @@ impl AuthzStore for SqliteStore {
         group: GroupId,
     ) -> domain::Result<Vec<GroupMember>> {
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
+        GROUPS.load(&mut tx, tenant, group).await?;
         // Members added together share their join time: they follow the order they were
         // added in (the row id).
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "{MEMBER_SELECT} WHERE m.tenant_id = ? AND m.group_id = ? \
              ORDER BY m.joined_at, m.rowid"
-        ))
-        .bind(tenant.into_uuid())
-        .bind(group.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        );
+        let ids = [tenant.into_uuid(), group.into_uuid()];
+        let members = list_by(&mut *tx, &sql, &ids, member_from_row).await?;
         tx.commit().await.map_err(db_err)?;
-        rows.iter().map(member_from_row).collect()
+        Ok(members)
     }
 
     async fn add_group_members(
@@ -1741,16 +1686,16 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<Vec<MemberAddResult>> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let g = load_group(&mut tx, tenant, group).await?;
-        let mut count = count_members(&mut tx, tenant, group).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        let g = GROUPS.load(&mut m.tx, tenant, group).await?;
+        let mut count = count_members(&mut m.tx, tenant, group).await?;
         let mut results = Vec::with_capacity(users.len());
         // Each item is checked before it is written, so that a refused one writes nothing
         // and the others stand.
         for user in users {
-            let outcome = if !live_user_exists(&mut tx, tenant, user).await? {
+            let outcome = if !live_user_exists(&mut m.tx, tenant, user).await? {
                 Err(MemberAddFailure::UserNotFound)
-            } else if find_member(&mut tx, tenant, group, user).await?.is_some() {
+            } else if find_member(&mut m.tx, tenant, group, user).await?.is_some() {
                 Err(MemberAddFailure::AlreadyMember)
             } else if g.max_members.is_some_and(|max| count >= i64::from(max)) {
                 Err(MemberAddFailure::GroupFull)
@@ -1766,24 +1711,21 @@ impl AuthzStore for SqliteStore {
                 .bind(to_micros(now))
                 .bind(ctx.actor.actor_type().as_str())
                 .bind(ctx.actor.id())
-                .execute(&mut *tx)
+                .execute(&mut *m.tx)
                 .await
                 .map_err(db_err)?;
                 count += 1;
-                let m = find_member(&mut tx, tenant, group, user)
+                let member = find_member(&mut m.tx, tenant, group, user)
                     .await?
                     .ok_or_else(|| Error::internal("a membership just written is missing"))?;
-                audit(
-                    &mut tx,
-                    ctx,
-                    tenant,
+                let after = Some(member.to_audit_json());
+                m.audit(
                     actions::GROUP_MEMBER_ADD,
                     EntityRef::group(group),
-                    (None, Some(m.to_audit_json())),
-                    now,
+                    (None, after),
                 )
                 .await?;
-                Ok(m)
+                Ok(member)
             };
             results.push(MemberAddResult {
                 user_id: user,
@@ -1791,9 +1733,11 @@ impl AuthzStore for SqliteStore {
             });
         }
         if results.iter().any(|r| r.outcome.is_ok()) {
-            bump_version(&mut tx, tenant).await?;
+            m.commit().await?;
+        } else {
+            // Nothing changed: the version stays as it was.
+            m.tx.commit().await.map_err(db_err)?;
         }
-        tx.commit().await.map_err(db_err)?;
         Ok(results)
     }
 
@@ -1805,14 +1749,8 @@ impl AuthzStore for SqliteStore {
         role_in_group: GroupMemberRole,
         ctx: &AuditContext,
     ) -> domain::Result<GroupMember> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
-        let before = find_member(&mut tx, tenant, group, user)
-            .await?
-            .ok_or(Error::NotFound {
-                entity: "group_member",
-            })?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now()).await?;
+        let before = load_member(&mut m.tx, tenant, group, user).await?;
         sqlx::query(
             "UPDATE group_members SET role_in_group = ? \
              WHERE tenant_id = ? AND group_id = ? AND user_id = ?",
@@ -1821,25 +1759,20 @@ impl AuthzStore for SqliteStore {
         .bind(tenant.into_uuid())
         .bind(group.into_uuid())
         .bind(user.into_uuid())
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?;
         let after = GroupMember {
             role_in_group,
             ..before.clone()
         };
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        let change = (Some(before.to_audit_json()), Some(after.to_audit_json()));
+        m.finish(
             actions::GROUP_MEMBER_UPDATE,
             EntityRef::group(group),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
+            change,
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(after)
     }
 
@@ -1850,36 +1783,22 @@ impl AuthzStore for SqliteStore {
         user: UserId,
         ctx: &AuditContext,
     ) -> domain::Result<GroupMember> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
-        let m = find_member(&mut tx, tenant, group, user)
-            .await?
-            .ok_or(Error::NotFound {
-                entity: "group_member",
-            })?;
-        sqlx::query(
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now()).await?;
+        let member = load_member(&mut m.tx, tenant, group, user).await?;
+        execute_by(
+            &mut *m.tx,
             "DELETE FROM group_members WHERE tenant_id = ? AND group_id = ? AND user_id = ?",
-        )
-        .bind(tenant.into_uuid())
-        .bind(group.into_uuid())
-        .bind(user.into_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::GROUP_MEMBER_REMOVE,
-            EntityRef::group(group),
-            (Some(m.to_audit_json()), None),
-            now,
+            &[tenant.into_uuid(), group.into_uuid(), user.into_uuid()],
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(m)
+        let before = Some(member.to_audit_json());
+        m.finish(
+            actions::GROUP_MEMBER_REMOVE,
+            EntityRef::group(group),
+            (before, None),
+        )
+        .await?;
+        Ok(member)
     }
 
     async fn available_users(
@@ -1893,7 +1812,7 @@ impl AuthzStore for SqliteStore {
             None => None,
         };
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
+        GROUPS.load(&mut tx, tenant, group).await?;
         let mut qb = available_users_sql("", tenant, group, q, search);
         let rows = qb.build().fetch_all(&mut *tx).await.map_err(db_err)?;
         tx.commit().await.map_err(db_err)?;
@@ -1906,7 +1825,7 @@ impl AuthzStore for SqliteStore {
         group: GroupId,
     ) -> domain::Result<Vec<Role>> {
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
+        GROUPS.load(&mut tx, tenant, group).await?;
         let roles = group_roles(&mut tx, tenant, group).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(roles)
@@ -1920,9 +1839,9 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<Role> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
-        let r = find_role(&mut tx, tenant, role)
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        GROUPS.load(&mut m.tx, tenant, group).await?;
+        let r = find_role(&mut m.tx, tenant, role)
             .await?
             .ok_or_else(unknown_role)?;
         let inserted = sqlx::query(
@@ -1933,7 +1852,7 @@ impl AuthzStore for SqliteStore {
         .bind(group.into_uuid())
         .bind(role.into_uuid())
         .bind(to_micros(now))
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?
         .rows_affected();
@@ -1944,18 +1863,13 @@ impl AuthzStore for SqliteStore {
                 field: Some("role_id"),
             });
         }
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        let after = Some(group_role_json(&r));
+        m.finish(
             actions::GROUP_ROLE_GRANT,
             EntityRef::group(group),
-            (None, Some(group_role_json(&r))),
-            now,
+            (None, after),
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(r)
     }
 
@@ -1966,59 +1880,43 @@ impl AuthzStore for SqliteStore {
         role: RoleId,
         ctx: &AuditContext,
     ) -> domain::Result<Role> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        load_group(&mut tx, tenant, group).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now()).await?;
+        GROUPS.load(&mut m.tx, tenant, group).await?;
         let not_granted = Error::NotFound {
             entity: "group_role",
         };
-        let Some(r) = find_role(&mut tx, tenant, role).await? else {
+        let Some(r) = find_role(&mut m.tx, tenant, role).await? else {
             return Err(not_granted);
         };
-        let removed = sqlx::query(
+        let removed = execute_by(
+            &mut *m.tx,
             "DELETE FROM group_roles WHERE tenant_id = ? AND group_id = ? AND role_id = ?",
+            &[tenant.into_uuid(), group.into_uuid(), role.into_uuid()],
         )
-        .bind(tenant.into_uuid())
-        .bind(group.into_uuid())
-        .bind(role.into_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .rows_affected();
+        .await?;
         if removed == 0 {
             return Err(not_granted);
         }
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        let before = Some(group_role_json(&r));
+        m.finish(
             actions::GROUP_ROLE_REVOKE,
             EntityRef::group(group),
-            (Some(group_role_json(&r)), None),
-            now,
+            (before, None),
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(r)
     }
 
     // --- policies ---
 
     async fn list_policies(&self, tenant: TenantId) -> domain::Result<Vec<Policy>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {POLICY_COLS} FROM policies WHERE tenant_id = ? ORDER BY name"
-        ))
-        .bind(tenant.into_uuid())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(policy_from_row).collect()
+        let sql = format!("SELECT {POLICY_COLS} FROM policies WHERE tenant_id = ? ORDER BY name");
+        list_by(&self.reader, &sql, &[tenant.into_uuid()], policy_from_row).await
     }
 
     async fn get_policy(&self, tenant: TenantId, id: PolicyId) -> domain::Result<Policy> {
         let mut conn = self.reader.acquire().await.map_err(db_err)?;
-        load_policy(&mut conn, tenant, id).await
+        POLICIES.load(&mut conn, tenant, id).await
     }
 
     async fn create_policy(
@@ -2029,9 +1927,9 @@ impl AuthzStore for SqliteStore {
     ) -> domain::Result<Policy> {
         let now = now();
         let p = new.into_policy(tenant, now);
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        ensure_tenant(&mut tx, tenant).await?;
-        check_policy_name_free(&mut tx, tenant, &p.name).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        ensure_tenant(&mut m.tx, tenant).await?;
+        POLICIES.check_name_free(&mut m.tx, tenant, &p.name).await?;
         sqlx::query(
             "INSERT INTO policies (id, tenant_id, name, description, effect, source, active, \
              version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -2046,22 +1944,17 @@ impl AuthzStore for SqliteStore {
         .bind(p.version)
         .bind(to_micros(now))
         .bind(to_micros(now))
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?;
-        insert_policy_version(&mut tx, &p, ctx).await?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
+        insert_policy_version(&mut m.tx, &p, ctx).await?;
+        let after = Some(p.to_audit_json());
+        m.finish(
             actions::POLICY_CREATE,
             EntityRef::policy(p.id),
-            (None, Some(p.to_audit_json())),
-            now,
+            (None, after),
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
         Ok(p)
     }
 
@@ -2074,8 +1967,8 @@ impl AuthzStore for SqliteStore {
         ctx: &AuditContext,
     ) -> domain::Result<Policy> {
         let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let before = load_policy(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now).await?;
+        let before = POLICIES.load(&mut m.tx, tenant, id).await?;
         if let Some(expected) = expected_version {
             if expected != before.version {
                 return Err(Error::PreconditionFailed {
@@ -2087,7 +1980,9 @@ impl AuthzStore for SqliteStore {
         }
         let after = patch.apply(&before, now);
         if after.name != before.name {
-            check_policy_name_free(&mut tx, tenant, &after.name).await?;
+            POLICIES
+                .check_name_free(&mut m.tx, tenant, &after.name)
+                .await?;
         }
         sqlx::query(
             "UPDATE policies SET name = ?, description = ?, effect = ?, source = ?, \
@@ -2102,22 +1997,13 @@ impl AuthzStore for SqliteStore {
         .bind(to_micros(now))
         .bind(tenant.into_uuid())
         .bind(id.into_uuid())
-        .execute(&mut *tx)
+        .execute(&mut *m.tx)
         .await
         .map_err(db_err)?;
-        insert_policy_version(&mut tx, &after, ctx).await?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::POLICY_UPDATE,
-            EntityRef::policy(id),
-            (Some(before.to_audit_json()), Some(after.to_audit_json())),
-            now,
-        )
-        .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        insert_policy_version(&mut m.tx, &after, ctx).await?;
+        let change = (Some(before.to_audit_json()), Some(after.to_audit_json()));
+        m.finish(actions::POLICY_UPDATE, EntityRef::policy(id), change)
+            .await?;
         Ok(after)
     }
 
@@ -2127,28 +2013,23 @@ impl AuthzStore for SqliteStore {
         id: PolicyId,
         ctx: &AuditContext,
     ) -> domain::Result<Policy> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let p = load_policy(&mut tx, tenant, id).await?;
+        let mut m = Mutation::begin(&self.writer, tenant, ctx, now()).await?;
+        let p = POLICIES.load(&mut m.tx, tenant, id).await?;
         // Its history goes with it (ON DELETE CASCADE); the audit trail keeps the policy.
-        sqlx::query("DELETE FROM policies WHERE tenant_id = ? AND id = ?")
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        audit(
-            &mut tx,
-            ctx,
-            tenant,
-            actions::POLICY_DELETE,
-            EntityRef::policy(id),
-            (Some(p.to_audit_json()), None),
-            now,
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        execute_by(
+            &mut *m.tx,
+            "DELETE FROM policies WHERE tenant_id = ? AND id = ?",
+            &ids,
         )
         .await?;
-        bump_version(&mut tx, tenant).await?;
-        tx.commit().await.map_err(db_err)?;
+        let before = Some(p.to_audit_json());
+        m.finish(
+            actions::POLICY_DELETE,
+            EntityRef::policy(id),
+            (before, None),
+        )
+        .await?;
         Ok(p)
     }
 
@@ -2158,18 +2039,15 @@ impl AuthzStore for SqliteStore {
         id: PolicyId,
     ) -> domain::Result<Vec<PolicyVersion>> {
         let mut tx = self.reader.begin().await.map_err(db_err)?;
-        load_policy(&mut tx, tenant, id).await?;
-        let rows = sqlx::query(&format!(
+        POLICIES.load(&mut tx, tenant, id).await?;
+        let sql = format!(
             "SELECT {POLICY_VERSION_COLS} FROM policy_versions \
              WHERE tenant_id = ? AND policy_id = ? ORDER BY version DESC"
-        ))
-        .bind(tenant.into_uuid())
-        .bind(id.into_uuid())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        );
+        let ids = [tenant.into_uuid(), id.into_uuid()];
+        let versions = list_by(&mut *tx, &sql, &ids, policy_version_from_row).await?;
         tx.commit().await.map_err(db_err)?;
-        rows.iter().map(policy_version_from_row).collect()
+        Ok(versions)
     }
 }
 
