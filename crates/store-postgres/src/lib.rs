@@ -174,9 +174,13 @@ impl Store for PgStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
+        let size = self.pool.size();
+        // sqlx's idle count can be briefly inconsistent while connections move: cap it.
         PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            size,
+            idle: u32::try_from(self.pool.num_idle())
+                .unwrap_or(u32::MAX)
+                .min(size),
             max: self.pool.options().get_max_connections(),
         }
     }

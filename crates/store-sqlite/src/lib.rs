@@ -545,9 +545,13 @@ impl Store for SqliteStore {
 
     fn pool_stats(&self) -> PoolStats {
         let (w, r) = (&self.writer, &self.reader);
+        let size = w.size().saturating_add(r.size());
+        // sqlx derives the idle count from counters that can be briefly inconsistent while
+        // connections move (seen as a near-usize::MAX value): saturate and cap at the size.
+        let idle = w.num_idle().saturating_add(r.num_idle());
         PoolStats {
-            size: w.size() + r.size(),
-            idle: u32::try_from(w.num_idle() + r.num_idle()).unwrap_or(u32::MAX),
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX).min(size),
             max: w.options().get_max_connections() + r.options().get_max_connections(),
         }
     }
