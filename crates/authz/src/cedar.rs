@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::RwLock;
 
 use cedar_policy::{
     Authorizer, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request,
@@ -16,6 +18,7 @@ use domain::{Error, PolicyId};
 use miette::Diagnostic;
 
 use crate::decide::ResourceAttrs;
+use crate::fast_hash::{FastMap, FastSet};
 use crate::model::{Context, Resource};
 use crate::rights::Rights;
 
@@ -93,7 +96,8 @@ pub(crate) fn schema_text(custom: &BTreeSet<ActionKey>) -> String {
     out
 }
 
-fn all_actions(custom: &BTreeSet<ActionKey>) -> Vec<ActionKey> {
+/// Every action of a tenant whose own actions are `custom`: the built-in ones and those.
+pub(crate) fn all_actions(custom: &BTreeSet<ActionKey>) -> Vec<ActionKey> {
     let mut all: BTreeSet<ActionKey> = custom.clone();
     for (resource, actions, _) in BUILT_IN_RESOURCES {
         for action in *actions {
@@ -147,9 +151,14 @@ pub(crate) struct TenantCedar {
     pub schema_text: String,
     pub validator: Validator,
     pub names: Names,
-    actions: HashMap<ActionKey, EntityUid>,
+    actions: FastMap<ActionKey, EntityUid>,
     pub policies: PolicyIndex,
+    /// `ip` values by address (see `ip_expr`). SipHash: the addresses come from requests.
+    ips: RwLock<HashMap<IpAddr, RestrictedExpression>>,
 }
+
+/// At most this many addresses are kept per tenant; the cache is emptied when full.
+const MAX_CACHED_IPS: usize = 16_384;
 
 impl TenantCedar {
     pub fn compile(
@@ -173,11 +182,36 @@ impl TenantCedar {
             policies: PolicyIndex::new(policies)?,
             names,
             actions,
+            ips: RwLock::new(HashMap::new()),
         })
     }
 
+    /// The context value of an IP address. `RestrictedExpression::new_ip` parses the name of
+    /// Cedar's `ip` extension function with the full policy parser at every call (more than
+    /// a microsecond), and a tenant's checks come from a limited set of addresses.
+    fn ip_expr(&self, ip: IpAddr) -> RestrictedExpression {
+        let cached = self
+            .ips
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .cloned();
+        if let Some(e) = cached {
+            return e;
+        }
+        let e = RestrictedExpression::new_ip(ip.to_string());
+        let mut cache = self.ips.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_IPS {
+            cache.clear();
+        }
+        cache.insert(ip, e.clone());
+        e
+    }
+
     /// The request and entities Cedar evaluates a check with. `owner` is the Cedar entity of
-    /// the resource's owner when that is a user of the tenant other than the principal.
+    /// the resource's owner when that is a user of the tenant other than the principal (and
+    /// the policies need it); the context holds what `uses` says the policies read.
+    #[allow(clippy::too_many_arguments)]
     pub fn input(
         &self,
         principal: &CedarPrincipal,
@@ -186,6 +220,7 @@ impl TenantCedar {
         attrs: &ResourceAttrs,
         context: &Context,
         owner: Option<&Entity>,
+        uses: Uses,
     ) -> Result<(Request, Entities), Error> {
         let action = self
             .actions
@@ -197,7 +232,7 @@ impl TenantCedar {
             principal.entity.uid(),
             action,
             resource.uid(),
-            cedar_context(context)?,
+            self.context(context, uses.context)?,
             None,
         )
         .map_err(Error::internal)?;
@@ -279,11 +314,17 @@ impl TenantCedar {
                     .map(|m| RestrictedExpression::new_entity_uid(n.user(&m.to_string()))),
             ),
         ));
+        // Only the groups and roles some policy names can matter: Cedar cannot make an
+        // entity from a string, and no attribute holds a group or a role, so `principal in
+        // X` can only be asked of a literal X. Fewer parents make every request's entity
+        // store cheaper (Cedar recomputes the transitive closure for each).
+        let named = &self.policies.named;
         let parents = rights
             .group_names
             .iter()
             .map(|g| n.uid(&n.group, g))
-            .chain(rights.role_names.iter().map(|r| n.uid(&n.role, r)));
+            .chain(rights.role_names.iter().map(|r| n.uid(&n.role, r)))
+            .filter(|uid| named.contains(uid));
         Entity::new_with_tags(n.user(&u.id.to_string()), attrs, parents, [])
             .map_err(Error::internal)
     }
@@ -331,9 +372,42 @@ fn gdpr_consent(u: &domain::users::User) -> bool {
         || a.get("gdpr_consent_at").is_some_and(|v| v.is_string())
 }
 
-fn cedar_context(c: &Context) -> Result<cedar_policy::Context, Error> {
+impl TenantCedar {
+    /// The request's context, with only the fields in `fields` (a policy that does not read
+    /// a field cannot tell it is missing).
+    fn context(&self, c: &Context, fields: ContextFields) -> Result<cedar_policy::Context, Error> {
+        let mut pairs = Vec::with_capacity(5);
+        if fields.has(ContextFields::NOW) {
+            pairs.push(("now".to_owned(), now_record(c)?));
+        }
+        if fields.has(ContextFields::RISK_SCORE) {
+            pairs.push((
+                "risk_score".to_owned(),
+                RestrictedExpression::new_long(c.risk_score),
+            ));
+        }
+        if fields.has(ContextFields::MFA_LEVEL) {
+            pairs.push((
+                "mfa_level".to_owned(),
+                RestrictedExpression::new_long(c.mfa_level),
+            ));
+        }
+        if fields.has(ContextFields::DEVICE_TRUSTED) {
+            pairs.push((
+                "device_trusted".to_owned(),
+                RestrictedExpression::new_bool(c.device_trusted),
+            ));
+        }
+        if let Some(ip) = c.ip.filter(|_| fields.has(ContextFields::IP)) {
+            pairs.push(("ip".to_owned(), self.ip_expr(ip)));
+        }
+        cedar_policy::Context::from_pairs(pairs).map_err(Error::internal)
+    }
+}
+
+fn now_record(c: &Context) -> Result<RestrictedExpression, Error> {
     let t = c.now;
-    let now = RestrictedExpression::new_record([
+    RestrictedExpression::new_record([
         (
             "hour".to_owned(),
             RestrictedExpression::new_long(i64::from(t.hour())),
@@ -355,42 +429,176 @@ fn cedar_context(c: &Context) -> Result<cedar_policy::Context, Error> {
             RestrictedExpression::new_long(t.timestamp()),
         ),
     ])
-    .map_err(Error::internal)?;
-    let mut pairs = vec![
-        ("now".to_owned(), now),
-        (
-            "risk_score".to_owned(),
-            RestrictedExpression::new_long(c.risk_score),
-        ),
-        (
-            "mfa_level".to_owned(),
-            RestrictedExpression::new_long(c.mfa_level),
-        ),
-        (
-            "device_trusted".to_owned(),
-            RestrictedExpression::new_bool(c.device_trusted),
-        ),
-    ];
-    if let Some(ip) = c.ip {
-        pairs.push((
-            "ip".to_owned(),
-            RestrictedExpression::new_ip(ip.to_string()),
-        ));
-    }
-    cedar_policy::Context::from_pairs(pairs).map_err(Error::internal)
+    .map_err(Error::internal)
 }
 
-/// The policies that may apply to one action, by effect; None when there are none.
+/// Fields of the context, as a set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ContextFields(u8);
+
+impl ContextFields {
+    pub const NOW: Self = Self(1);
+    pub const IP: Self = Self(2);
+    pub const RISK_SCORE: Self = Self(4);
+    pub const MFA_LEVEL: Self = Self(8);
+    pub const DEVICE_TRUSTED: Self = Self(16);
+    pub const ALL: Self = Self(31);
+
+    fn named(name: &str) -> Self {
+        match name {
+            "now" => Self::NOW,
+            "ip" => Self::IP,
+            "risk_score" => Self::RISK_SCORE,
+            "mfa_level" => Self::MFA_LEVEL,
+            "device_trusted" => Self::DEVICE_TRUSTED,
+            // Not in the schema: never provided, so nothing to add.
+            _ => Self(0),
+        }
+    }
+
+    pub fn has(self, f: Self) -> bool {
+        self.0 & f.0 == f.0
+    }
+
+    fn add(&mut self, f: Self) {
+        self.0 |= f.0;
+    }
+}
+
+/// What a set of policies reads besides the principal and the resource: the context fields,
+/// and whether it looks into the resource owner's entity (`resource.owner.manager`,
+/// `resource.owner in ...`; comparing `resource.owner == principal` needs only its id).
+/// A check builds only that: the context's IP address and the owner's entity (loaded, then
+/// added to the entity store) are its most expensive parts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Uses {
+    pub context: ContextFields,
+    pub owner_entity: bool,
+}
+
+impl Uses {
+    fn union(self, other: Self) -> Self {
+        let mut context = self.context;
+        context.add(other.context);
+        Self {
+            context,
+            owner_entity: self.owner_entity || other.owner_entity,
+        }
+    }
+
+    /// What one policy reads, from its JSON form (Cedar's EST). When that form cannot be
+    /// had, everything.
+    fn of(policy: &cedar_policy::Policy) -> Self {
+        let Ok(est) = policy.to_json() else {
+            return Self {
+                context: ContextFields::ALL,
+                owner_entity: true,
+            };
+        };
+        let mut uses = Self::default();
+        uses.walk(&est, false);
+        uses
+    }
+
+    /// `operand_of_eq`: the node is a direct operand of `==` or `!=`.
+    fn walk(&mut self, node: &serde_json::Value, operand_of_eq: bool) {
+        use serde_json::Value;
+        match node {
+            Value::Object(map) => {
+                if is_resource_owner(node) {
+                    self.owner_entity |= !operand_of_eq;
+                    return;
+                }
+                if let Some((op, inner)) = map.iter().next().filter(|_| map.len() == 1) {
+                    match op.as_str() {
+                        // `context.x`, `context has x` (also `context has x.y`).
+                        "." | "has" => {
+                            if let Some(left) = inner.get("left") {
+                                if is_var(left, "context") {
+                                    let attr = match inner.get("attr") {
+                                        Some(Value::String(a)) => Some(a.as_str()),
+                                        Some(Value::Array(path)) => {
+                                            path.first().and_then(Value::as_str)
+                                        }
+                                        _ => None,
+                                    };
+                                    match attr {
+                                        Some(a) => self.context.add(ContextFields::named(a)),
+                                        None => self.context = ContextFields::ALL,
+                                    }
+                                } else {
+                                    self.walk(left, false);
+                                }
+                                return;
+                            }
+                        }
+                        // The context as a whole.
+                        "Var" => {
+                            if inner.as_str() == Some("context") {
+                                self.context = ContextFields::ALL;
+                            }
+                            return;
+                        }
+                        "==" | "!=" => {
+                            for side in ["left", "right"] {
+                                if let Some(e) = inner.get(side) {
+                                    self.walk(e, true);
+                                }
+                            }
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                for v in map.values() {
+                    self.walk(v, false);
+                }
+            }
+            Value::Array(items) => {
+                for v in items {
+                    self.walk(v, false);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_var(node: &serde_json::Value, var: &str) -> bool {
+    node.get("Var").and_then(serde_json::Value::as_str) == Some(var)
+}
+
+/// `resource.owner`.
+fn is_resource_owner(node: &serde_json::Value) -> bool {
+    node.get(".").is_some_and(|g| {
+        g.get("attr").and_then(serde_json::Value::as_str) == Some("owner")
+            && g.get("left").is_some_and(|l| is_var(l, "resource"))
+    })
+}
+
+/// The policies that may apply to one action: the forbids, and all of them; None when there
+/// are none.
 #[derive(Default)]
 pub(crate) struct ActionPolicies {
+    /// When the roles allow, only a forbid can change the decision.
     pub forbid: Option<PolicySet>,
-    pub permit: Option<PolicySet>,
+    /// When they do not, one evaluation tells whether a forbid or a permit applies.
+    pub all: Option<PolicySet>,
+    /// What they read.
+    pub uses: Uses,
 }
 
 impl ActionPolicies {
     pub fn is_empty(&self) -> bool {
-        self.forbid.is_none() && self.permit.is_none()
+        self.all.is_none()
     }
+}
+
+/// A policy that applies, from an evaluation.
+pub(crate) struct Satisfied {
+    pub effect: Effect,
+    pub id: PolicyId,
+    pub name: String,
 }
 
 /// A tenant's active policies, compiled and indexed by action: a policy whose action scope
@@ -398,10 +606,12 @@ impl ActionPolicies {
 /// without an action constraint for every action.
 #[derive(Default)]
 pub(crate) struct PolicyIndex {
-    by_action: HashMap<ActionKey, ActionPolicies>,
+    by_action: FastMap<ActionKey, ActionPolicies>,
     any: ActionPolicies,
     /// Cedar policy id (the stored uuid) → the stored id and name.
-    names: HashMap<String, (PolicyId, String)>,
+    names: FastMap<cedar_policy::PolicyId, (PolicyId, String)>,
+    /// The entities the policies name (`Group::"x"`, `Role::"y"`, ...).
+    pub named: FastSet<EntityUid>,
 }
 
 impl PolicyIndex {
@@ -410,13 +620,23 @@ impl PolicyIndex {
         struct Lists {
             forbid: Vec<cedar_policy::Policy>,
             permit: Vec<cedar_policy::Policy>,
+            uses: Uses,
         }
         impl Lists {
-            fn push(&mut self, p: cedar_policy::Policy) {
+            fn push(&mut self, p: cedar_policy::Policy, uses: Uses) {
+                self.uses = self.uses.union(uses);
                 match p.effect() {
                     Effect::Forbid => self.forbid.push(p),
                     Effect::Permit => self.permit.push(p),
                 }
+            }
+            fn compile(self) -> Result<ActionPolicies, Error> {
+                let all: Vec<_> = self.forbid.iter().chain(&self.permit).cloned().collect();
+                Ok(ActionPolicies {
+                    forbid: set(self.forbid)?,
+                    all: set(all)?,
+                    uses: self.uses,
+                })
             }
         }
         fn set(list: Vec<cedar_policy::Policy>) -> Result<Option<PolicySet>, Error> {
@@ -429,14 +649,12 @@ impl PolicyIndex {
         }
 
         let mut any = Lists::default();
-        let mut specific: HashMap<ActionKey, Lists> = HashMap::new();
-        let mut names = HashMap::new();
+        let mut specific: FastMap<ActionKey, Lists> = FastMap::default();
+        let mut names = FastMap::default();
+        let mut named = FastSet::default();
         for p in stored.iter().filter(|p| p.active) {
-            let id = p.id.to_string();
-            let policy = match cedar_policy::Policy::parse(
-                Some(cedar_policy::PolicyId::new(&id)),
-                &p.source,
-            ) {
+            let id = cedar_policy::PolicyId::new(p.id.to_string());
+            let policy = match cedar_policy::Policy::parse(Some(id.clone()), &p.source) {
                 Ok(policy) => policy,
                 Err(e) => {
                     // Sources are validated when saved; a stored one that no longer parses
@@ -449,51 +667,53 @@ impl PolicyIndex {
                         continue;
                     }
                     cedar_policy::Policy::parse(
-                        Some(cedar_policy::PolicyId::new(&id)),
+                        Some(id.clone()),
                         "forbid (principal, action, resource);",
                     )
                     .map_err(Error::internal)?
                 }
             };
             names.insert(id, (p.id, p.name.clone()));
+            named.extend(policy.entity_literals());
+            let uses = Uses::of(&policy);
             let actions = match policy.action_constraint() {
                 cedar_policy::ActionConstraint::Any => None,
                 cedar_policy::ActionConstraint::Eq(uid) => Some(vec![uid]),
                 cedar_policy::ActionConstraint::In(uids) => Some(uids),
             };
             match actions {
-                None => any.push(policy),
+                None => any.push(policy, uses),
                 Some(uids) => {
                     let keys: HashSet<ActionKey> = uids
                         .iter()
                         .filter(|u| u.type_name().to_string() == "Action")
                         .filter_map(|u| ActionKey::parse("action", u.id().unescaped()).ok())
                         .collect();
+                    // The policy is evaluated only for the actions it names, for which its
+                    // action constraint holds: it is left out (Cedar would build the list of
+                    // `action in [...]` anew at every evaluation).
+                    let unconstrained = without_action_constraint(&policy).unwrap_or(policy);
                     for key in keys {
-                        specific.entry(key).or_default().push(policy.clone());
+                        specific
+                            .entry(key)
+                            .or_default()
+                            .push(unconstrained.clone(), uses);
                     }
                 }
             }
         }
-        let mut by_action = HashMap::new();
+        let mut by_action = FastMap::default();
         for (key, mut lists) in specific {
-            lists.forbid.extend(any.forbid.iter().cloned());
-            lists.permit.extend(any.permit.iter().cloned());
-            by_action.insert(
-                key,
-                ActionPolicies {
-                    forbid: set(lists.forbid)?,
-                    permit: set(lists.permit)?,
-                },
-            );
+            for p in any.forbid.iter().chain(&any.permit) {
+                lists.push(p.clone(), any.uses);
+            }
+            by_action.insert(key, lists.compile()?);
         }
         Ok(Self {
             by_action,
-            any: ActionPolicies {
-                forbid: set(any.forbid)?,
-                permit: set(any.permit)?,
-            },
+            any: any.compile()?,
             names,
+            named,
         })
     }
 
@@ -501,24 +721,43 @@ impl PolicyIndex {
         self.by_action.get(action).unwrap_or(&self.any)
     }
 
-    /// Evaluates `set` and answers the satisfied policy that comes first by name.
-    pub fn first_satisfied(
+    /// Evaluates `set`: the policy that decided (the first by name among those that did),
+    /// None when none applies.
+    pub fn satisfied(
         &self,
         authorizer: &Authorizer,
         set: &PolicySet,
         (request, entities): &(Request, Entities),
-    ) -> Option<(PolicyId, String)> {
+    ) -> Option<Satisfied> {
         let response = authorizer.is_authorized(request, set, entities);
         for e in response.diagnostics().errors() {
             tracing::debug!(error = %e, "a policy could not be evaluated for this request");
         }
+        // A satisfied forbid denies with the forbids as reasons; else satisfied permits
+        // allow with theirs; else the reasons are empty.
+        let effect = match response.decision() {
+            cedar_policy::Decision::Allow => Effect::Permit,
+            cedar_policy::Decision::Deny => Effect::Forbid,
+        };
         response
             .diagnostics()
             .reason()
-            .filter_map(|id| self.names.get(id.to_string().as_str()))
+            .filter_map(|id| self.names.get(id))
             .min_by(|a, b| a.1.cmp(&b.1))
-            .cloned()
+            .map(|(id, name)| Satisfied {
+                effect,
+                id: *id,
+                name: name.clone(),
+            })
     }
+}
+
+/// The policy with its action scope made `action` (any action), or None if Cedar cannot
+/// rebuild it.
+fn without_action_constraint(p: &cedar_policy::Policy) -> Option<cedar_policy::Policy> {
+    let mut est = p.to_json().ok()?;
+    *est.get_mut("action")? = serde_json::json!({ "op": "All" });
+    cedar_policy::Policy::from_json(Some(p.id().clone()), est).ok()
 }
 
 /// Parses a source that must hold exactly one static policy and validates it (strict)
@@ -696,6 +935,85 @@ mod tests {
     }
 
     #[test]
+    fn what_policies_read_is_found() {
+        let uses = |src: &str| Uses::of(&cedar_policy::Policy::parse(None, src).unwrap());
+        let fields = |src: &str| uses(src).context;
+        let c = ContextFields::named;
+        assert_eq!(
+            fields("forbid(principal, action, resource) when { context.risk_score > 5 };"),
+            c("risk_score")
+        );
+        assert_eq!(
+            fields(
+                r#"forbid(principal, action, resource)
+                   when { context has ip && context.ip.isInRange(ip("10.0.0.0/8")) };"#
+            ),
+            c("ip")
+        );
+        let mut both = c("now");
+        both.add(c("mfa_level"));
+        assert_eq!(
+            fields(
+                "permit(principal, action, resource) \
+                 when { context has now.hour && context.now.hour < 9 || context.mfa_level > 1 };"
+            ),
+            both
+        );
+        assert_eq!(
+            fields("permit(principal, action, resource) when { context == context };"),
+            ContextFields::ALL
+        );
+        assert_eq!(
+            fields("permit(principal, action, resource) when { principal.clearance_level > 1 };"),
+            ContextFields::default()
+        );
+
+        let owner = |src: &str| uses(src).owner_entity;
+        assert!(!owner(
+            "permit(principal, action, resource) \
+             when { resource has owner && resource.owner == principal };"
+        ));
+        assert!(!owner(
+            "permit(principal, action, resource) when { principal != resource.owner };"
+        ));
+        for src in [
+            "permit(principal, action, resource) \
+             when { resource has owner && resource.owner has manager && resource.owner.manager == principal };",
+            "permit(principal, action, resource) when { resource.owner.managers.contains(principal) };",
+            r#"permit(principal, action, resource) when { resource.owner in Group::"g" };"#,
+            "permit(principal, action, resource) when { [resource.owner].contains(principal) };",
+        ] {
+            assert!(owner(src), "{src}");
+        }
+    }
+
+    #[test]
+    fn ip_values_are_cached_per_address() {
+        let c = compiled(&[]);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let fresh = RestrictedExpression::new_ip("10.1.2.3");
+        assert_eq!(c.ip_expr(ip), fresh);
+        assert_eq!(c.ip_expr(ip), fresh);
+        assert_eq!(c.ips.read().unwrap().len(), 1);
+        assert_ne!(c.ip_expr("10.1.2.4".parse().unwrap()), fresh);
+    }
+
+    #[test]
+    fn policies_lose_their_action_scope_only_where_it_holds() {
+        let p = cedar_policy::Policy::parse(
+            Some(cedar_policy::PolicyId::new("p1")),
+            r#"permit(principal, action in [Action::"a:b", Action::"a:c"], resource)
+               when { context.risk_score < 5 };"#,
+        )
+        .unwrap();
+        let q = without_action_constraint(&p).unwrap();
+        assert_eq!(q.id(), p.id());
+        assert_eq!(q.effect(), p.effect());
+        assert_eq!(q.action_constraint(), cedar_policy::ActionConstraint::Any);
+        assert!(q.to_string().contains("context.risk_score"));
+    }
+
+    #[test]
     fn policies_are_indexed_by_action() {
         let stored = |name: &str, src: &str| domain::authz::Policy {
             id: PolicyId::new(),
@@ -725,7 +1043,8 @@ mod tests {
             let p = index.for_action(&ActionKey::parse("a", a).unwrap());
             (
                 p.forbid.as_ref().map_or(0, |s| s.policies().count()),
-                p.permit.as_ref().map_or(0, |s| s.policies().count()),
+                p.all.as_ref().map_or(0, |s| s.policies().count())
+                    - p.forbid.as_ref().map_or(0, |s| s.policies().count()),
             )
         };
         assert_eq!(count("users:read"), (1, 2));

@@ -1,16 +1,17 @@
 //! The decision, as a pure function of a tenant's compiled snapshot, the principal's state
 //! and the check (the rules are listed in the crate's top comment).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 
-use cedar_policy::{Authorizer, Entity};
+use cedar_policy::{Authorizer, Effect, Entity};
 use chrono::{DateTime, Utc};
 use domain::authz::{is_built_in, ActionKey, PrincipalData, Scope, TenantAuthzData};
 use domain::users::UserStatus;
 use domain::{Error, FieldError, UserId};
 use serde_json::{Map, Value};
 
-use crate::cedar::{CedarPrincipal, TenantCedar};
+use crate::cedar::{all_actions, CedarPrincipal, Satisfied, TenantCedar};
+use crate::fast_hash::FastSet;
 use crate::model::{Check, Decision, Reason, Resource};
 use crate::rights::{compute, Graph, Rights};
 
@@ -19,7 +20,8 @@ pub(crate) struct Snapshot {
     /// The tenant's authorization version the data was read at.
     pub version: i64,
     pub graph: Graph,
-    custom_actions: HashSet<ActionKey>,
+    /// Every action of the tenant: the built-in ones and its own.
+    actions: FastSet<ActionKey>,
     pub cedar: TenantCedar,
 }
 
@@ -35,18 +37,20 @@ impl Snapshot {
             version: data.version,
             graph: Graph::new(data),
             cedar: TenantCedar::compile(&custom, &data.policies)?,
-            custom_actions: custom.into_iter().collect(),
+            actions: all_actions(&custom).into_iter().collect(),
         })
     }
 
     /// Whether `resource:action` is built in or defined by the tenant.
     pub fn knows(&self, action: &ActionKey) -> bool {
-        is_built_in(action.resource(), action.action()) || self.custom_actions.contains(action)
+        self.actions.contains(action)
     }
 
-    /// Whether some policy could apply to the action (and Cedar needs to run).
-    pub fn has_policies_for(&self, action: &ActionKey) -> bool {
-        !self.cedar.policies.for_action(action).is_empty()
+    /// Whether some policy that may apply to the action looks into the resource owner's
+    /// entity (which then has to be loaded).
+    pub fn needs_owner_entity(&self, action: &ActionKey) -> bool {
+        let policies = self.cedar.policies.for_action(action);
+        !policies.is_empty() && policies.uses.owner_entity
     }
 }
 
@@ -74,6 +78,8 @@ pub(crate) struct Principal<'a> {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct ResourceAttrs {
     pub owner: Option<String>,
+    /// `owner`, when it is a user id.
+    owner_id: Option<UserId>,
     pub department: Option<String>,
     pub classification: Option<i64>,
     pub tags: Vec<(String, String)>,
@@ -88,7 +94,10 @@ impl ResourceAttrs {
         for (k, v) in attributes {
             match (k.as_str(), v) {
                 (_, Value::Null) => {}
-                ("owner", Value::String(s)) => out.owner = Some(s.clone()),
+                ("owner", Value::String(s)) => {
+                    out.owner_id = s.parse().ok();
+                    out.owner = Some(s.clone());
+                }
                 ("department", Value::String(s)) => out.department = Some(s.clone()),
                 ("classification", Value::Number(n)) if n.as_i64().is_some() => {
                     out.classification = n.as_i64();
@@ -124,7 +133,7 @@ impl ResourceAttrs {
 
     /// The owner, when it is a user id.
     pub fn owner_id(&self) -> Option<UserId> {
-        self.owner.as_deref().and_then(|o| o.parse().ok())
+        self.owner_id
     }
 }
 
@@ -152,10 +161,16 @@ pub(crate) fn decide(
         }));
     }
 
+    // 2. What the roles say; it stands unless a policy decides otherwise below.
+    let roles = by_roles(&snap.graph, &p, check, attrs);
     let policies = snap.cedar.policies.for_action(&check.action);
-    // Built at most once, and only when some policy may apply to the action.
-    let mut input = None;
-    let build = || {
+    if policies.is_empty() {
+        return Ok(match roles {
+            Roles::Allow(d) => d,
+            Roles::Deny(r) => Decision::deny(r),
+        });
+    }
+    let input = || {
         snap.cedar.input(
             &p.state.cedar,
             &check.action,
@@ -163,77 +178,120 @@ pub(crate) fn decide(
             attrs,
             &check.context,
             owner,
+            policies.uses,
         )
     };
-
-    // 2. A forbid that applies wins over everything.
-    if let Some(forbid) = &policies.forbid {
-        let i = input.insert(build()?);
-        if let Some((policy_id, policy_name)) =
-            snap.cedar.policies.first_satisfied(authorizer, forbid, i)
-        {
-            return Ok(Decision::deny(Reason::PolicyForbid {
-                policy_id,
-                policy_name,
-            }));
+    let forbidden = |s: Satisfied| {
+        Decision::deny(Reason::PolicyForbid {
+            policy_id: s.id,
+            policy_name: s.name,
+        })
+    };
+    match roles {
+        // 3. A forbid that applies wins over every role, the super administrator's too.
+        Roles::Allow(allowed) => {
+            if let Some(forbid) = &policies.forbid {
+                if let Some(s) = snap.cedar.policies.satisfied(authorizer, forbid, &input()?) {
+                    return Ok(forbidden(s));
+                }
+            }
+            Ok(allowed)
+        }
+        // 3 and 4 in one evaluation: a forbid that applies denies; else a permit that
+        // applies allows (`PolicyPermit`, scope all); else the roles' denial stands.
+        Roles::Deny(denied) => {
+            if let Some(all) = &policies.all {
+                if let Some(s) = snap.cedar.policies.satisfied(authorizer, all, &input()?) {
+                    return Ok(match s.effect {
+                        Effect::Forbid => forbidden(s),
+                        Effect::Permit => Decision::allow(
+                            Scope::All,
+                            Reason::PolicyPermit {
+                                policy_id: s.id,
+                                policy_name: s.name,
+                            },
+                        ),
+                    });
+                }
+            }
+            Ok(Decision::deny(denied))
         }
     }
+}
 
-    // 3. Super administrators, then roles.
-    if p.state.rights.super_admin {
-        return Ok(Decision::allow(Scope::All, Reason::SuperAdmin));
+/// What the principal's roles say about a check.
+enum Roles {
+    Allow(Decision),
+    Deny(Reason),
+}
+
+/// The decision of the principal's roles: allowed (super administrator, or the best grant
+/// whose scope reaches the resource), or why not (`OutOfScope` when some grant of the
+/// action does not reach it, else `NoPermission`).
+fn by_roles(graph: &Graph, p: &Principal<'_>, check: &Check, attrs: &ResourceAttrs) -> Roles {
+    let rights = &p.state.rights;
+    if rights.super_admin {
+        return Roles::Allow(Decision::allow(Scope::All, Reason::SuperAdmin));
     }
-    let mut widest = None;
-    for g in p.state.rights.for_action(&check.action) {
-        let scope = g.permission.scope();
-        widest.get_or_insert(g);
+    let ranked = graph
+        .action_id(&check.action)
+        .map_or(&[][..], |a| rights.ranked(a));
+    let user = &p.data.user;
+    for r in ranked {
         if covers(
-            scope,
+            r.scope,
             user.id,
             user.department.as_deref(),
             &check.resource,
             attrs,
         ) {
-            return Ok(Decision::allow(
-                scope,
-                Reason::Permission {
-                    permission: g.permission.clone(),
-                    role_id: g.role_id,
-                    role_name: g.role_name.clone(),
-                    via_group_id: g.via_group_id,
-                    via_group_name: g.via_group_name.clone(),
-                },
-            ));
-        }
-    }
-
-    // 4. A permit that applies.
-    if let Some(permit) = &policies.permit {
-        if input.is_none() {
-            input = Some(build()?);
-        }
-        if let Some(i) = &input {
-            if let Some((policy_id, policy_name)) =
-                snap.cedar.policies.first_satisfied(authorizer, permit, i)
-            {
-                return Ok(Decision::allow(
-                    Scope::All,
-                    Reason::PolicyPermit {
-                        policy_id,
-                        policy_name,
-                    },
-                ));
+            // Explained from the tenant's graph (shared and warm) rather than from the
+            // principal's copy of the grant.
+            let reason = match (graph.roles.get(&r.role), r.via_group) {
+                (Some(role), via) => {
+                    role.permissions
+                        .get(usize::from(r.permission))
+                        .map(|permission| Reason::Permission {
+                            permission: permission.clone(),
+                            role_id: r.role,
+                            role_name: role.name.clone(),
+                            via_group_id: via,
+                            via_group_name: via
+                                .and_then(|g| graph.groups.get(&g))
+                                .map(|g| g.name.clone()),
+                        })
+                }
+                _ => None,
+            };
+            let reason = reason.or_else(|| {
+                rights
+                    .grants
+                    .get(r.grant as usize)
+                    .map(|g| Reason::Permission {
+                        permission: g.permission.clone(),
+                        role_id: g.role_id,
+                        role_name: g.role_name.clone(),
+                        via_group_id: g.via_group_id,
+                        via_group_name: g.via_group_name.clone(),
+                    })
+            });
+            if let Some(reason) = reason {
+                return Roles::Allow(Decision::allow(r.scope, reason));
             }
         }
     }
-
-    // 5. Nothing allowed.
-    Ok(Decision::deny(match widest {
-        Some(g) => Reason::OutOfScope {
-            permission: g.permission.clone(),
+    Roles::Deny(match ranked.first() {
+        Some(r) => Reason::OutOfScope {
+            permission: graph
+                .roles
+                .get(&r.role)
+                .and_then(|role| role.permissions.get(usize::from(r.permission)))
+                .or_else(|| rights.grants.get(r.grant as usize).map(|g| &g.permission))
+                .cloned()
+                .unwrap_or_else(|| check.action.with_scope(r.scope)),
         },
         None => Reason::NoPermission,
-    }))
+    })
 }
 
 /// Whether a permission at `scope` reaches the resource. Any scope reaches a collection
@@ -495,6 +553,147 @@ mod tests {
         // A role that allows is preferred to the permit as the explanation.
         let d = w.decide_at(Some(&p), "users:read", r(), c, None).unwrap();
         assert!(matches!(d.reason, Reason::Permission { .. }));
+    }
+
+    /// The explanation names the permission, the role and the group it came through.
+    #[test]
+    fn a_permission_through_a_group_is_explained() {
+        let mut t = Tenant::new();
+        let low = t.role("low", 1, &["users:read:own", "users:update:own"]);
+        let high = t.role("high", 50, &["users:read:department", "users:read:own"]);
+        let top = t.group("top", None, true, &[high]);
+        let team = t.group("team", Some(top), true, &[]);
+        let w = World { t };
+        let mut p = w.t.user("ida", Some("ops"));
+        p.groups = vec![team];
+        p.assignments.push(assignment(&p, &w.t.role_of(low), None));
+        let other = UserId::new().to_string();
+        let d = w.decide(
+            &p,
+            "users:read",
+            res("users", Some(&other), json!({ "department": "ops" })),
+        );
+        assert_eq!(
+            d.reason,
+            Reason::Permission {
+                permission: PermissionKey::parse("p", "users:read:department").unwrap(),
+                role_id: high.id,
+                role_name: "high".into(),
+                via_group_id: Some(top),
+                via_group_name: Some("top".into()),
+            }
+        );
+        let me = p.user.id.to_string();
+        let d = w.decide(&p, "users:update", res("users", Some(&me), json!({})));
+        assert_eq!(
+            d.reason,
+            Reason::Permission {
+                permission: PermissionKey::parse("p", "users:update:own").unwrap(),
+                role_id: low.id,
+                role_name: "low".into(),
+                via_group_id: None,
+                via_group_name: None,
+            }
+        );
+        let d = w.decide(&p, "users:update", res("users", Some(&other), json!({})));
+        assert_eq!(
+            d.reason,
+            Reason::OutOfScope {
+                permission: PermissionKey::parse("p", "users:update:own").unwrap()
+            }
+        );
+    }
+
+    /// When the roles deny, forbids and permits are evaluated together: a forbid still wins.
+    #[test]
+    fn when_the_roles_deny_a_forbid_still_wins_over_a_permit() {
+        let mut t = Tenant::new();
+        t.permission("docs:read:all");
+        let permit = t.policy(
+            "b-readers",
+            r#"permit(principal, action in [Action::"docs:read", Action::"users:read"], resource)
+               when { context.mfa_level >= 1 };"#,
+        );
+        let forbid = t.policy(
+            "a-risky",
+            r#"forbid(principal, action == Action::"docs:read", resource)
+               when { context.risk_score > 50 };"#,
+        );
+        let w = World { t };
+        let p = w.t.user("di", None);
+        let r = || res("docs", Some("1"), json!({}));
+        let mut c = ctx();
+        c.mfa_level = 2;
+        let d = w
+            .decide_at(Some(&p), "docs:read", r(), c.clone(), None)
+            .unwrap();
+        assert_eq!(
+            d.reason,
+            Reason::PolicyPermit {
+                policy_id: permit,
+                policy_name: "b-readers".into()
+            }
+        );
+        c.risk_score = 80;
+        let d = w
+            .decide_at(Some(&p), "docs:read", r(), c.clone(), None)
+            .unwrap();
+        assert_eq!(
+            d.reason,
+            Reason::PolicyForbid {
+                policy_id: forbid,
+                policy_name: "a-risky".into()
+            }
+        );
+        // The forbid names docs:read only.
+        let d = w.decide_at(Some(&p), "users:read", r(), c, None).unwrap();
+        assert!(matches!(d.reason, Reason::PolicyPermit { .. }));
+        c = ctx();
+        let d = w.decide_at(Some(&p), "docs:read", r(), c, None).unwrap();
+        assert_eq!(d.reason, Reason::NoPermission);
+    }
+
+    /// The principal's Cedar entity keeps, of its groups and roles, those the policies name:
+    /// membership through a group's ancestors and through a group's roles still shows.
+    #[test]
+    fn principals_are_in_the_groups_and_roles_policies_name() {
+        let mut t = Tenant::new();
+        t.permission("docs:read:all");
+        let auditor = t.role("auditor", 1, &[]);
+        let top = t.group("top", None, true, &[auditor]);
+        let leaf = t.group("leaf", Some(top), true, &[]);
+        t.policy(
+            "by-role",
+            r#"permit(principal in Role::"auditor", action == Action::"docs:read", resource);"#,
+        );
+        t.policy(
+            "by-group",
+            r#"forbid(principal in Group::"top", action == Action::"docs:read", resource)
+               when { context.risk_score > 50 };"#,
+        );
+        let w = World { t };
+        let mut p = w.t.user("fi", None);
+        p.groups = vec![leaf];
+        let r = || res("docs", Some("1"), json!({}));
+        let d = w
+            .decide_at(Some(&p), "docs:read", r(), ctx(), None)
+            .unwrap();
+        assert!(
+            matches!(&d.reason, Reason::PolicyPermit { policy_name, .. } if policy_name == "by-role"),
+            "{d:?}"
+        );
+        let mut c = ctx();
+        c.risk_score = 60;
+        let d = w.decide_at(Some(&p), "docs:read", r(), c, None).unwrap();
+        assert!(
+            matches!(&d.reason, Reason::PolicyForbid { policy_name, .. } if policy_name == "by-group"),
+            "{d:?}"
+        );
+        let stranger = w.t.user("gu", None);
+        let d = w
+            .decide_at(Some(&stranger), "docs:read", r(), ctx(), None)
+            .unwrap();
+        assert_eq!(d.reason, Reason::NoPermission);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use domain::{Error, FieldError, Result, Store, TenantId, UserId};
 
 use crate::cedar::check_policy;
 use crate::decide::{decide, Principal, PrincipalState, ResourceAttrs, Snapshot};
+use crate::fast_hash::FastMap;
 use crate::model::{is_active, Check, Decision, Effective};
 
 /// At most this many principals are cached per tenant; the cache is emptied when full.
@@ -56,7 +57,7 @@ impl Source for StoreSource {
 /// Decides authorization checks for every tenant, from cached data.
 pub struct Engine {
     source: Arc<dyn Source>,
-    tenants: RwLock<HashMap<TenantId, Arc<TenantSlot>>>,
+    tenants: RwLock<FastMap<TenantId, Arc<TenantSlot>>>,
     authorizer: Authorizer,
     max_principals: usize,
 }
@@ -74,7 +75,7 @@ struct TenantSlot {
 struct TenantState {
     generation: u64,
     snapshot: Snapshot,
-    principals: RwLock<HashMap<UserId, Arc<PrincipalEntry>>>,
+    principals: RwLock<FastMap<UserId, Arc<PrincipalEntry>>>,
 }
 
 /// A principal's stored data, and its state for the interval of time last asked about.
@@ -105,7 +106,7 @@ impl Engine {
     pub(crate) fn with_source(source: Arc<dyn Source>, max_principals: usize) -> Self {
         Self {
             source,
-            tenants: RwLock::new(HashMap::new()),
+            tenants: RwLock::new(FastMap::default()),
             authorizer: Authorizer::new(),
             max_principals,
         }
@@ -143,7 +144,7 @@ impl Engine {
             Some(o)
                 if o != check.principal
                     && is_active(&entry.data.user)
-                    && snap.has_policies_for(&check.action) =>
+                    && snap.needs_owner_entity(&check.action) =>
             {
                 self.owner_entity(tenant, &slot, &state, o, now).await?
             }
@@ -256,7 +257,7 @@ impl Engine {
         let state = Arc::new(TenantState {
             generation,
             snapshot: Snapshot::compile(&data)?,
-            principals: RwLock::new(HashMap::new()),
+            principals: RwLock::new(FastMap::default()),
         });
         let mut cached = write(&slot.state);
         if slot.generation.load(Ordering::SeqCst) == generation {
@@ -455,6 +456,76 @@ mod tests {
                 .clear();
             db.version += 1;
         }
+    }
+
+    /// The resource owner's entity is loaded when a policy of the action looks into it, and
+    /// only then.
+    #[tokio::test]
+    async fn the_owner_is_loaded_when_a_policy_looks_into_it() {
+        let mut t = Tenant::new();
+        t.permission("docs:approve:all");
+        t.permission("docs:read:all");
+        t.policy(
+            "approve-reports",
+            r#"permit(principal, action == Action::"docs:approve", resource)
+               when { resource has owner && resource.owner has manager
+                      && resource.owner.manager == principal };"#,
+        );
+        t.policy(
+            "read-own",
+            r#"permit(principal, action == Action::"docs:read", resource)
+               when { resource has owner && resource.owner == principal };"#,
+        );
+        let boss = t.user("boss", None);
+        let mut report = t.user("report", None);
+        report.user.manager_id = Some(boss.user.id);
+        report.manager_chain = vec![boss.user.id];
+        let fake = Arc::new(Fake::default());
+        {
+            let mut db = fake.db.lock().unwrap();
+            db.tenant = t.data();
+            db.principals.insert(boss.user.id, boss.clone());
+            db.principals.insert(report.user.id, report.clone());
+        }
+        let engine = Engine::with_source(fake.clone(), 100);
+        let check = |action: &str, owner: &PrincipalData| Check {
+            principal: boss.user.id,
+            action: ActionKey::parse("action", action).unwrap(),
+            resource: Resource {
+                kind: "docs".into(),
+                id: Some("d1".into()),
+                attributes: serde_json::json!({ "owner": owner.user.id.to_string() })
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+            context: Context::at(Utc::now().fixed_offset()),
+        };
+        let d = engine
+            .check(t.id, &check("docs:read", &report))
+            .await
+            .unwrap();
+        assert!(!d.allowed);
+        assert_eq!(
+            fake.principal_loads.load(Ordering::SeqCst),
+            1,
+            "comparing the owner's id needs no entity"
+        );
+        let d = engine
+            .check(t.id, &check("docs:approve", &report))
+            .await
+            .unwrap();
+        assert!(
+            matches!(d.reason, Reason::PolicyPermit { .. }),
+            "{:?}",
+            d.reason
+        );
+        assert_eq!(fake.principal_loads.load(Ordering::SeqCst), 2);
+        let d = engine
+            .check(t.id, &check("docs:read", &boss))
+            .await
+            .unwrap();
+        assert!(d.allowed, "the owner reads");
     }
 
     #[tokio::test]

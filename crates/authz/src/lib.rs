@@ -35,7 +35,10 @@
 //! The Cedar schema (entity types, attributes, context and one action per catalogue entry)
 //! is in [`cedar`]; [`Engine::schema_text`] gives a tenant's. Policies are evaluated only
 //! for the actions their scope names (or for all, when it names none), and Cedar does not
-//! run at all when no policy may apply to the action.
+//! run at all when no policy may apply to the action. A request gives Cedar only what the
+//! action's policies can read: the context fields they mention, the resource owner's entity
+//! when they look into it, and as the principal's parents the groups and roles some policy
+//! names (see `cedar::Uses`).
 //!
 //! # Caching
 //!
@@ -48,6 +51,7 @@
 mod cedar;
 mod decide;
 mod engine;
+mod fast_hash;
 mod model;
 mod rights;
 #[cfg(test)]

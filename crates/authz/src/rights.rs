@@ -2,15 +2,16 @@
 //! the groups they belong to (and those groups' ancestors), as a pure function of a tenant's
 //! role and group graph, the user's data and the time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 use domain::authz::{
-    ActionKey, PermissionKey, PrincipalData, TenantAuthzData, SUPER_ADMIN_ROLE_ID,
+    ActionKey, PermissionKey, PrincipalData, Scope, TenantAuthzData, SUPER_ADMIN_ROLE_ID,
     SUPER_ADMIN_ROLE_NAME,
 };
 use domain::{GroupId, RoleId};
 
+use crate::fast_hash::FastMap;
 use crate::model::{is_active, Grant};
 
 /// A role as decisions need it.
@@ -34,8 +35,10 @@ pub(crate) struct GroupEntry {
 /// A tenant's roles and group tree.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Graph {
-    pub roles: HashMap<RoleId, RoleNode>,
-    pub groups: HashMap<GroupId, GroupEntry>,
+    pub roles: FastMap<RoleId, RoleNode>,
+    pub groups: FastMap<GroupId, GroupEntry>,
+    /// A number for every action a role carries: principals' grants are indexed by it.
+    action_ids: FastMap<ActionKey, u32>,
 }
 
 impl Graph {
@@ -55,7 +58,7 @@ impl Graph {
                 )
             })
             .collect();
-        let mut groups: HashMap<GroupId, GroupEntry> = data
+        let mut groups: FastMap<GroupId, GroupEntry> = data
             .groups
             .iter()
             .map(|g| {
@@ -75,7 +78,22 @@ impl Graph {
                 g.roles.push(*role);
             }
         }
-        Self { roles, groups }
+        let keys: BTreeSet<ActionKey> = data
+            .roles
+            .iter()
+            .flat_map(|r| r.permissions.iter().map(PermissionKey::action_key))
+            .collect();
+        let action_ids = keys.into_iter().zip(0u32..).collect();
+        Self {
+            roles,
+            groups,
+            action_ids,
+        }
+    }
+
+    /// The number of an action some role carries; None when no role carries it.
+    pub fn action_id(&self, action: &ActionKey) -> Option<u32> {
+        self.action_ids.get(action).copied()
     }
 
     /// The groups whose roles reach a member of `direct`: each direct group and its
@@ -111,9 +129,14 @@ pub(crate) struct Rights {
     pub super_admin: bool,
     /// Sorted by permission, role name, group name; one per (permission, role, group).
     pub grants: Vec<Grant>,
-    /// For each action, indexes into `grants`, best first: widest scope, then highest role
-    /// priority, then role name, then direct before through a group, then group name.
-    pub by_action: HashMap<ActionKey, Vec<usize>>,
+    /// The grants again, compact, by action number (`Graph::action_id`) and for each action
+    /// best first: widest scope, then highest role priority, then role name, then direct
+    /// before through a group, then group name. A role check reads only these few
+    /// contiguous bytes of the principal (its other data is usually out of the CPU's
+    /// caches) and explains its decision from the tenant's graph, which stays in them.
+    ranked: Box<[Ranked]>,
+    /// (action number, start, end) of each action's entries in `ranked`, by action number.
+    actions: Box<[(u32, u32, u32)]>,
     /// Names of the effective roles (active, current) and of the groups reached.
     pub role_names: BTreeSet<String>,
     pub group_names: BTreeSet<String>,
@@ -124,14 +147,42 @@ impl Rights {
         self.valid_from.is_none_or(|f| t >= f) && self.valid_until.is_none_or(|u| t < u)
     }
 
-    /// The grants for an action, best first.
-    pub fn for_action<'a>(&'a self, action: &ActionKey) -> impl Iterator<Item = &'a Grant> + 'a {
-        self.by_action
-            .get(action)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| self.grants.get(*i))
+    /// The grants of the action numbered `action`, best first.
+    pub fn ranked(&self, action: u32) -> &[Ranked] {
+        let at = self.actions.partition_point(|(a, _, _)| *a < action);
+        match self.actions.get(at) {
+            Some(&(a, start, end)) if a == action => self
+                .ranked
+                .get(start as usize..end as usize)
+                .unwrap_or_default(),
+            _ => &[],
+        }
     }
+
+    /// The grants for an action, best first.
+    #[cfg(test)]
+    pub fn for_action<'a>(
+        &'a self,
+        graph: &Graph,
+        action: &ActionKey,
+    ) -> impl Iterator<Item = &'a Grant> + 'a {
+        let ranked = graph.action_id(action).map_or(&[][..], |a| self.ranked(a));
+        ranked
+            .iter()
+            .filter_map(|r| self.grants.get(r.grant as usize))
+    }
+}
+
+/// A grant as a role check reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ranked {
+    pub scope: Scope,
+    pub role: RoleId,
+    /// The index of the permission in the role's permissions (`Graph::roles`).
+    pub permission: u16,
+    pub via_group: Option<GroupId>,
+    /// The index of the grant in `Rights::grants`.
+    pub grant: u32,
 }
 
 /// The user's rights at `now`. Inactive and deleted users hold nothing (their groups are
@@ -211,23 +262,47 @@ pub(crate) fn compute(graph: &Graph, principal: &PrincipalData, now: DateTime<Ut
     });
 
     let priority = |g: &Grant| graph.roles.get(&g.role_id).map_or(i32::MIN, |r| r.priority);
-    let mut by_action: HashMap<ActionKey, Vec<usize>> = HashMap::new();
+    let mut order: Vec<(u32, usize, Ranked)> = Vec::with_capacity(grants.len());
     for (i, g) in grants.iter().enumerate() {
-        by_action
-            .entry(g.permission.action_key())
-            .or_default()
-            .push(i);
+        let (Some(action), Some(permission), Ok(grant)) = (
+            graph.action_id(&g.permission.action_key()),
+            graph.roles.get(&g.role_id).and_then(|r| {
+                r.permissions
+                    .iter()
+                    .position(|p| *p == g.permission)
+                    .and_then(|k| u16::try_from(k).ok())
+            }),
+            u32::try_from(i),
+        ) else {
+            continue;
+        };
+        order.push((
+            action,
+            i,
+            Ranked {
+                scope: g.permission.scope(),
+                role: g.role_id,
+                permission,
+                via_group: g.via_group_id,
+                grant,
+            },
+        ));
     }
-    for list in by_action.values_mut() {
-        list.sort_by(|&i, &j| {
-            let (a, b) = (&grants[i], &grants[j]);
-            b.permission
-                .scope()
-                .cmp(&a.permission.scope())
-                .then_with(|| priority(b).cmp(&priority(a)))
-                .then_with(|| a.role_name.cmp(&b.role_name))
-                .then_with(|| a.via_group_name.cmp(&b.via_group_name))
-        });
+    order.sort_by(|&(x, i, _), &(y, j, _)| {
+        let (a, b) = (&grants[i], &grants[j]);
+        x.cmp(&y)
+            .then_with(|| b.permission.scope().cmp(&a.permission.scope()))
+            .then_with(|| priority(b).cmp(&priority(a)))
+            .then_with(|| a.role_name.cmp(&b.role_name))
+            .then_with(|| a.via_group_name.cmp(&b.via_group_name))
+    });
+    let mut actions: Vec<(u32, u32, u32)> = Vec::new();
+    for (k, (action, _, _)) in order.iter().enumerate() {
+        let k = u32::try_from(k).unwrap_or(u32::MAX);
+        match actions.last_mut() {
+            Some((a, _, end)) if a == action => *end = k + 1,
+            _ => actions.push((*action, k, k + 1)),
+        }
     }
 
     Rights {
@@ -235,7 +310,8 @@ pub(crate) fn compute(graph: &Graph, principal: &PrincipalData, now: DateTime<Ut
         valid_until,
         super_admin,
         grants,
-        by_action,
+        ranked: order.into_iter().map(|(_, _, r)| r).collect(),
+        actions: actions.into_boxed_slice(),
         role_names,
         group_names,
     }
@@ -378,7 +454,7 @@ mod tests {
         let r = compute(&graph, &p, Utc::now());
         let key = ActionKey::parse("a", "users:read").unwrap();
         let order: Vec<_> = r
-            .for_action(&key)
+            .for_action(&graph, &key)
             .map(|g| {
                 (
                     g.permission.scope(),
