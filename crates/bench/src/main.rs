@@ -33,6 +33,32 @@
 //! The login scenarios need `--tenant` (the slug of the API key's tenant) and a tenant
 //! password policy that accepts `correct-horse-<16 random alphanumerics>`.
 //!
+//! Authorization, on a tenant filled by `portcullis dev seed` and `portcullis dev seed-authz`:
+//!
+//! * `authz-rbac` and `authz-cedar`: no HTTP; the decision engine in-process, over the
+//!   database the server uses (`--database-url`: a `postgres://` URL or a SQLite file;
+//!   `--tenant`: the slug). The set-up (once, shared, not measured) samples
+//!   `--sample-users` active users of the tenant and loads each into the engine's cache
+//!   with one check. Then each scenario times `--checks` single `Engine::check` calls on
+//!   one thread (after a tenth as many unmeasured ones), principals at random in the
+//!   sample: `authz-rbac` asks about built-in actions (`users:read`, `users:update`,
+//!   `sessions:read` on users of the sample) to which no policy of the tenant applies, so
+//!   the roles alone decide; `authz-cedar` asks about the tenant's application actions, to
+//!   which its policies apply, with resource attributes (department, classification, owner,
+//!   a `confidential` tag) and contexts (UTC offset; IP address, mostly the user's usual
+//!   one; risk score; MFA level; device trust) that make their conditions go either way. Latency is one call, in nanoseconds
+//!   (`p50_us`, `p99_us`, `mean_us`; each check is built from a pre-made pool just before
+//!   its call, outside the timing, as a server has just parsed its request);
+//!   `checks_per_s_one_thread` is one over the mean call time; the decisions are counted by
+//!   reason (`reasons`).
+//! * `authz-check`: `POST /api/v1/authz/check` with the API key, closed loop like the
+//!   user-management scenarios, principals at random among `--sample-users` active users
+//!   (listed through the API), a `--cedar-share` of Cedar checks and RBAC checks otherwise,
+//!   made as above. Before the warm-up, one check per sampled user (not measured) fills
+//!   the server's cache.
+//! * `authz-check-batch`: the same checks, `--batch` per `POST /api/v1/authz/check-batch`
+//!   request (latency and req/s are per request; checks/s = req/s × batch).
+//!
 //! Each closed-loop scenario runs `--concurrency` workers (tokio tasks sharing one HTTP
 //! client), each sending its next request as soon as the previous one is answered, for
 //! `--duration-secs` (after `--warmup-secs` whose requests are not counted). Latency is
@@ -43,6 +69,7 @@
 //! to stderr). The exit status is non-zero if any scenario failed.
 
 mod auth;
+mod authz;
 
 use std::fmt::Write as _;
 use std::num::NonZeroUsize;
@@ -121,6 +148,24 @@ struct Args {
     /// (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// The database of `authz-rbac` and `authz-cedar`: a `postgres://` URL or the path of a
+    /// SQLite file (`sqlite://` optional).
+    #[arg(long, env = "PORTCULLIS_BENCH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Active users of the tenant the authorization scenarios ask about (their principals
+    /// and resource owners), loaded into the cache before timing.
+    #[arg(long, default_value_t = 10_000)]
+    sample_users: usize,
+    /// Timed checks of each in-process authorization scenario.
+    #[arg(long, default_value_t = 200_000)]
+    checks: usize,
+    /// Share of Cedar checks (application actions) among `authz-check`'s requests; the
+    /// others are RBAC checks of built-in actions.
+    #[arg(long, default_value_t = 0.5)]
+    cedar_share: f64,
+    /// Checks per request of `authz-check-batch` (1 to 100).
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
     /// Print a JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -137,6 +182,10 @@ enum Scenario {
     Login,
     LoginRate,
     Refresh,
+    AuthzRbac,
+    AuthzCedar,
+    AuthzCheck,
+    AuthzCheckBatch,
 }
 
 impl Scenario {
@@ -151,7 +200,24 @@ impl Scenario {
             Scenario::Login => "login",
             Scenario::LoginRate => "login-rate",
             Scenario::Refresh => "refresh",
+            Scenario::AuthzRbac => "authz-rbac",
+            Scenario::AuthzCedar => "authz-cedar",
+            Scenario::AuthzCheck => "authz-check",
+            Scenario::AuthzCheckBatch => "authz-check-batch",
         }
+    }
+
+    /// Runs in this process, without the server.
+    fn in_process(self) -> bool {
+        matches!(
+            self,
+            Scenario::HashRate | Scenario::AuthzRbac | Scenario::AuthzCedar
+        )
+    }
+
+    /// Uses the decision engine in-process (needs the database).
+    fn uses_engine(self) -> bool {
+        matches!(self, Scenario::AuthzRbac | Scenario::AuthzCedar)
     }
 
     /// Signs in as users (needs them created first).
@@ -207,8 +273,19 @@ fn main() -> anyhow::Result<()> {
     if args.scenarios.contains(&Scenario::LoginRate) && args.rate.is_none() {
         bail!("login-rate needs --rate (sign-ins per second)");
     }
-    if args.key.is_none() && args.scenarios.iter().any(|&s| s != Scenario::HashRate) {
-        bail!("--key (or PORTCULLIS_BENCH_KEY) is needed by every scenario but hash-rate");
+    if args.key.is_none() && args.scenarios.iter().any(|s| !s.in_process()) {
+        bail!(
+            "--key (or PORTCULLIS_BENCH_KEY) is needed by every scenario but hash-rate, \
+             authz-rbac and authz-cedar"
+        );
+    }
+    if args.scenarios.iter().any(|s| s.uses_engine()) {
+        if args.database_url.is_none() || args.tenant.is_none() {
+            bail!("authz-rbac and authz-cedar need --database-url and --tenant");
+        }
+        if args.checks == 0 || args.sample_users == 0 {
+            bail!("--checks and --sample-users must be at least 1");
+        }
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -229,12 +306,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     // Created by the first login scenario, shared by the next.
     let mut target: Option<Arc<auth::Target>> = None;
+    // Opened and warmed by the first in-process authorization scenario, shared by the next.
+    let mut engine: Option<authz::InProcess> = None;
 
     let mut results = Vec::new();
     for &scenario in &args.scenarios {
         eprintln!("running {} ...", scenario.name());
         let result = if scenario == Scenario::HashRate || scenario.signs_in() {
             run_auth_scenario(&args, &client, &base, &mut target, scenario).await
+        } else if scenario.uses_engine() {
+            run_engine_scenario(&args, &mut engine, scenario).await
         } else {
             run_scenario(&args, &client, &base, scenario).await
         };
@@ -347,11 +428,38 @@ async fn run_scenario(
     let limit = args.limit.to_string();
     let c = client.clone();
     let (make, note): (MakeRequest, Option<String>) = match scenario {
-        Scenario::HashRate | Scenario::Login | Scenario::LoginRate | Scenario::Refresh => {
-            bail!(
-                "{} is not an HTTP user-management scenario",
-                scenario.name()
+        Scenario::HashRate
+        | Scenario::Login
+        | Scenario::LoginRate
+        | Scenario::Refresh
+        | Scenario::AuthzRbac
+        | Scenario::AuthzCedar => {
+            bail!("{} is not a closed-loop HTTP scenario", scenario.name())
+        }
+        Scenario::AuthzCheck | Scenario::AuthzCheckBatch => {
+            let checks = authz::http_checks(
+                client,
+                base,
+                args.sample_users,
+                args.cedar_share,
+                args.batch,
             )
+            .await?;
+            let warmed = authz::warm_server(&checks, args.concurrency).await?;
+            eprintln!(
+                "warmed the server's cache with {} principals in {:.1}s",
+                checks.principals,
+                warmed.as_secs_f64()
+            );
+            if scenario == Scenario::AuthzCheck {
+                (checks.make, Some(checks.note))
+            } else {
+                let batch = args.batch.clamp(1, 100);
+                (
+                    checks.make_batch,
+                    Some(format!("{}; {batch} checks per request", checks.note)),
+                )
+            }
         }
         Scenario::ListFirst => {
             let url = users_url(base, &[("limit", &limit)])?;
@@ -516,6 +624,30 @@ async fn run_auth_scenario(
     Ok(Outcome::from_measured(scenario, m, None).with_extra(extra))
 }
 
+/// Runs `authz-rbac` or `authz-cedar`; the first opens the database and warms the engine.
+async fn run_engine_scenario(
+    args: &Args,
+    engine: &mut Option<authz::InProcess>,
+    scenario: Scenario,
+) -> anyhow::Result<Outcome> {
+    let e = match engine {
+        Some(e) => e,
+        None => {
+            let url = args
+                .database_url
+                .as_deref()
+                .ok_or_else(|| anyhow!("--database-url is needed"))?;
+            let tenant = args
+                .tenant
+                .as_deref()
+                .ok_or_else(|| anyhow!("--tenant is needed"))?;
+            engine.insert(authz::InProcess::new(url, tenant, args.sample_users).await?)
+        }
+    };
+    let (m, extra) = e.run(scenario == Scenario::AuthzCedar, args.checks).await?;
+    Ok(Outcome::from_nanos(scenario, m).with_extra(extra))
+}
+
 /// A cursor of the default sort (created, ascending) about half-way through the list: just
 /// after the first user created at or after the midpoint of the oldest and newest users'
 /// creation times. Cursors carry no filters, so it pages on through the unfiltered list.
@@ -670,6 +802,24 @@ impl Outcome {
         }
     }
 
+    /// Like `from_measured` for a histogram of nanoseconds.
+    fn from_nanos(scenario: Scenario, m: Measured) -> Self {
+        let ms = |nanos: u64| nanos as f64 / 1e6;
+        Self {
+            scenario,
+            requests: m.hist.len(),
+            seconds: m.elapsed.as_secs_f64(),
+            p50_ms: ms(m.hist.value_at_quantile(0.50)),
+            p99_ms: ms(m.hist.value_at_quantile(0.99)),
+            max_ms: ms(m.hist.max()),
+            mean_ms: m.hist.mean() / 1e6,
+            errors: m.errors,
+            first_error: m.first_error,
+            note: None,
+            extra: auth::Extra::new(),
+        }
+    }
+
     fn with_extra(mut self, extra: auth::Extra) -> Self {
         self.extra = extra;
         self
@@ -719,10 +869,10 @@ impl Outcome {
             "requests": self.requests,
             "seconds": round(self.seconds, 3),
             "rps": round(self.rps(), 1),
-            "p50_ms": round(self.p50_ms, 3),
-            "p99_ms": round(self.p99_ms, 3),
-            "max_ms": round(self.max_ms, 3),
-            "mean_ms": round(self.mean_ms, 3),
+            "p50_ms": round(self.p50_ms, 6),
+            "p99_ms": round(self.p99_ms, 6),
+            "max_ms": round(self.max_ms, 6),
+            "mean_ms": round(self.mean_ms, 6),
             "errors": self.errors,
             "first_error": self.first_error,
             "note": self.note,

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `config check`, `tenant`, `api-key`, `dev seed`.
+//! The command line: `serve`, `migrate`, `config check`, `tenant`, `api-key`, `dev seed`,
+//! `dev seed-authz`.
 //! Every command accepts `--json` for machine-readable output on stdout.
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use domain::{ApiKeyId, Store};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::{app, keys, seed, telemetry};
+use crate::{app, keys, seed, seed_authz, telemetry};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -142,6 +143,25 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 5000)]
         batch: usize,
     },
+    /// Give a tenant seeded with `dev seed` application permissions, custom roles, nested
+    /// groups with role grants, memberships for every user, direct (some time-bound) role
+    /// assignments and active Cedar policies (for development and benchmarks).
+    SeedAuthz {
+        #[arg(long)]
+        tenant: String,
+        /// Groups: one root per department, teams up to four levels deep, some projects.
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        /// Custom roles.
+        #[arg(long, default_value_t = 200)]
+        roles: usize,
+        /// Active Cedar policies over the application actions.
+        #[arg(long, default_value_t = 100)]
+        policies: usize,
+        /// Random seed: the same seed over the same users gives the same set-up.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -181,6 +201,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             report.rate()
                         ),
                     );
+                    Ok(())
+                }
+                Command::Dev(DevCommand::SeedAuthz {
+                    tenant,
+                    groups,
+                    roles,
+                    policies,
+                    seed,
+                }) => {
+                    let opts = seed_authz::SeedAuthzOptions {
+                        tenant,
+                        groups,
+                        roles,
+                        policies,
+                        seed,
+                    };
+                    let report = seed_authz::seed_authz(store.clone(), &opts, !cli.json).await?;
+                    print(cli.json, &report.to_json(), &report.summary());
                     Ok(())
                 }
                 Command::Serve | Command::Config(_) => Ok(()),

@@ -6,4 +6,5 @@ pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod seed;
+pub mod seed_authz;
 pub mod telemetry;
