@@ -251,12 +251,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let target = config.database_target()?;
     let store = app::open_store(&config).await?;
     app::prepare(store.as_ref()).await?;
+    // Everything that can take a while (keys, caches) is ready before the port accepts
+    // connections: a client, or a SIGTERM, arriving early finds a server that can answer
+    // or shut down cleanly.
+    let router = app::router(store, &config, None).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %target, "portcullis listening on http://{addr}");
-    let router = app::router(store, &config, None).await?;
     app::serve(
         listener,
         router,
