@@ -78,24 +78,13 @@ struct TenantState {
     principals: RwLock<FastMap<UserId, Arc<PrincipalEntry>>>,
 }
 
-/// A principal's stored data, and its state for the interval of time last asked about.
+/// A principal's stored data, and its state for the interval of time last asked about
+/// (replaced by a recomputed entry, not reloaded, when a check's time falls outside it).
+/// Immutable, so that a check reads it without taking a lock of its own: most of a role
+/// check's time goes to fetching the principal's data from memory.
 struct PrincipalEntry {
     data: PrincipalData,
-    state: RwLock<Arc<PrincipalState>>,
-}
-
-impl PrincipalEntry {
-    /// The principal's state at `now`: recomputed (not reloaded) when an assignment's
-    /// expiry lies between the cached state's time and `now`.
-    fn at(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<Arc<PrincipalState>> {
-        let current = read(&self.state).clone();
-        if current.rights.covers(now) {
-            return Ok(current);
-        }
-        let fresh = Arc::new(PrincipalState::build(snapshot, &self.data, now)?);
-        *write(&self.state) = fresh.clone();
-        Ok(fresh)
-    }
+    state: PrincipalState,
 }
 
 impl Engine {
@@ -139,7 +128,7 @@ impl Engine {
         else {
             return decide(snap, &self.authorizer, None, check, &attrs, None);
         };
-        let pstate = entry.at(snap, now)?;
+        let pstate = &entry.state;
         let owner = match attrs.owner_id() {
             Some(o)
                 if o != check.principal
@@ -155,7 +144,7 @@ impl Engine {
             &self.authorizer,
             Some(Principal {
                 data: &entry.data,
-                state: &pstate,
+                state: pstate,
             }),
             check,
             &attrs,
@@ -175,7 +164,7 @@ impl Engine {
         let Some(entry) = self.principal(tenant, &slot, &state, user, now).await? else {
             return Ok(None);
         };
-        let pstate = entry.at(&state.snapshot, now)?;
+        let pstate = &entry.state;
         Ok(Some(Effective {
             user: entry.data.user.clone(),
             super_admin: pstate.rights.super_admin,
@@ -275,18 +264,40 @@ impl Engine {
         user: UserId,
         now: DateTime<Utc>,
     ) -> Result<Option<Arc<PrincipalEntry>>> {
-        if let Some(entry) = read(&state.principals).get(&user) {
-            return Ok(Some(entry.clone()));
+        let cached = read(&state.principals).get(&user).cloned();
+        if let Some(entry) = cached {
+            if entry.state.rights.covers(now) {
+                return Ok(Some(entry));
+            }
+            // An assignment's expiry lies between the cached state's time and `now`.
+            let fresh = Arc::new(PrincipalEntry {
+                state: PrincipalState::build(&state.snapshot, &entry.data, now)?,
+                data: entry.data.clone(),
+            });
+            self.keep(slot, state, user, &fresh);
+            return Ok(Some(fresh));
         }
         // `state.generation` was current when `state` was obtained, before this load.
         let Some(data) = self.source.load_principal(tenant, user).await? else {
             return Ok(None);
         };
-        let pstate = PrincipalState::build(&state.snapshot, &data, now)?;
         let entry = Arc::new(PrincipalEntry {
+            state: PrincipalState::build(&state.snapshot, &data, now)?,
             data,
-            state: RwLock::new(Arc::new(pstate)),
         });
+        self.keep(slot, state, user, &entry);
+        Ok(Some(entry))
+    }
+
+    /// Caches a principal's entry, unless the tenant's data changed since `state` was
+    /// obtained.
+    fn keep(
+        &self,
+        slot: &TenantSlot,
+        state: &TenantState,
+        user: UserId,
+        entry: &Arc<PrincipalEntry>,
+    ) {
         let mut cached = write(&state.principals);
         if slot.generation.load(Ordering::SeqCst) == state.generation {
             if cached.len() >= self.max_principals {
@@ -294,7 +305,6 @@ impl Engine {
             }
             cached.insert(user, entry.clone());
         }
-        Ok(Some(entry))
     }
 
     /// The Cedar entity of a resource's owner, when the owner is a user of the tenant.
@@ -306,12 +316,10 @@ impl Engine {
         owner: UserId,
         now: DateTime<Utc>,
     ) -> Result<Option<Entity>> {
-        Ok(
-            match self.principal(tenant, slot, state, owner, now).await? {
-                Some(entry) => Some(entry.at(&state.snapshot, now)?.cedar.entity.clone()),
-                None => None,
-            },
-        )
+        Ok(self
+            .principal(tenant, slot, state, owner, now)
+            .await?
+            .map(|entry| entry.state.cedar.entity.clone()))
     }
 }
 

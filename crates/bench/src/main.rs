@@ -1,4 +1,5 @@
-//! `portcullis-bench`: an HTTP load generator for a running Portcullis.
+//! `portcullis-bench`: a load generator for a running Portcullis (and, for authorization,
+//! for its decision engine in-process).
 //!
 //! Against the tenant of the given API key it runs, one after the other, the scenarios
 //! named by `--scenarios`. User management (the default set):
@@ -92,7 +93,8 @@ use serde_json::{json, Value};
     name = "portcullis-bench",
     version,
     about = "Load generator for a running Portcullis: user creation, listing and search; \
-             password sign-in, refresh tokens and the raw argon2id rate"
+             password sign-in, refresh tokens and the raw argon2id rate; authorization \
+             decisions in-process and over HTTP"
 )]
 struct Args {
     /// Base URL of the server.
@@ -102,7 +104,8 @@ struct Args {
     /// by every scenario but `hash-rate`.
     #[arg(long, env = "PORTCULLIS_BENCH_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// The slug of the API key's tenant, where the login scenarios sign in.
+    /// The slug of the API key's tenant, where the login scenarios sign in; the tenant
+    /// `authz-rbac` and `authz-cedar` read from `--database-url`.
     #[arg(long, env = "PORTCULLIS_BENCH_TENANT")]
     tenant: Option<String>,
     /// Users with passwords that the login scenarios create and sign in as, round-robin.
