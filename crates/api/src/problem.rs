@@ -5,8 +5,7 @@
 
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::{Error, FieldError};
-use portcullis_auth::error::AuthError;
+use domain::{Code, Error, FieldError, Kind};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -157,42 +156,88 @@ impl ApiError {
     }
 }
 
+/// The status of a kind of refusal.
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+        Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn title_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BadRequest => "Bad request",
+        Kind::Unauthenticated => "Authentication required",
+        Kind::Forbidden => "Forbidden",
+        Kind::NotFound => "Not found",
+        Kind::MethodNotAllowed => "Method not allowed",
+        Kind::Conflict => "Conflict",
+        Kind::PreconditionFailed => "Precondition failed",
+        Kind::PayloadTooLarge => "Payload too large",
+        Kind::UnsupportedMediaType => "Unsupported media type",
+        Kind::Unprocessable => "Validation failed",
+        Kind::TooManyRequests => "Too many requests",
+        Kind::Internal => "Internal server error",
+        Kind::Unavailable => "Service unavailable",
+    }
+}
+
+impl ApiError {
+    /// The problem of a catalogue code, with its message as the detail.
+    pub fn of(code: Code) -> Self {
+        let kind = code.kind();
+        let e = Self::new(status_of(kind), code.as_str(), title_of(kind)).detail(code.message());
+        if kind == Kind::Unauthenticated {
+            e.header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        } else {
+            e
+        }
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::Validation(errors) => Self::validation(errors),
             Error::NotFound { entity } => Self::not_found(format!("{entity} not found")),
-            Error::Conflict {
+            Error::Refused {
                 code,
-                message,
                 field,
+                reason,
             } => {
-                let errors = field
-                    .map(|f| vec![FieldError::new(f, code, message.clone())])
-                    .unwrap_or_default();
-                Self::new(StatusCode::CONFLICT, code, "Conflict")
-                    .detail(message)
-                    .errors(errors)
+                let mut out = Self::of(code);
+                if let Some(f) = field {
+                    out = out.errors(vec![FieldError::rule(f, code)]);
+                }
+                if let Some(r) = reason {
+                    out = out.reason(*r);
+                }
+                out
             }
-            e @ Error::PreconditionFailed { .. } => Self::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "Precondition failed",
-            )
-            .detail(e.to_string()),
-            Error::QuotaExceeded { message } => {
-                Self::new(StatusCode::CONFLICT, "quota_exceeded", "Quota exceeded").detail(message)
+            e @ Error::PreconditionFailed { .. } => {
+                Self::of(Code::PreconditionFailed).detail(e.to_string())
             }
-            Error::Forbidden { code, message } => Self::forbidden(code, message),
+            Error::RateLimited { retry_after: d } => {
+                Self::of(Code::RateLimited).header(header::RETRY_AFTER, retry_after(d))
+            }
+            Error::Busy { retry_after: d } => {
+                Self::of(Code::Busy).header(header::RETRY_AFTER, retry_after(d))
+            }
             Error::Unavailable(cause) => {
                 tracing::error!(error = %cause, "storage unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    "Service unavailable",
-                )
-                .detail("the database is unavailable; retry later")
-                .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+                Self::of(Code::ServiceUnavailable)
+                    .header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             Error::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");
@@ -206,51 +251,6 @@ fn retry_after(d: std::time::Duration) -> HeaderValue {
     // Whole seconds, rounded up, at least one.
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     HeaderValue::from(secs.max(1))
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::InvalidCredentials => Self::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "Invalid credentials",
-            )
-            .detail(AuthError::InvalidCredentials.to_string()),
-            AuthError::AccountUnavailable { code, message } => {
-                Self::new(StatusCode::FORBIDDEN, code, "Account unavailable").detail(message)
-            }
-            AuthError::InvalidToken { code, message } => {
-                Self::new(StatusCode::BAD_REQUEST, code, "Invalid token").detail(message)
-            }
-            AuthError::Unauthenticated { code, message } => {
-                Self::new(StatusCode::UNAUTHORIZED, code, "Authentication required")
-                    .detail(message)
-                    .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-            }
-            AuthError::Forbidden { code, message } => Self::forbidden(code, message),
-            AuthError::Validation(errors) => Self::validation(errors),
-            AuthError::RateLimited { retry_after: d } => Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many requests",
-            )
-            .detail("too many attempts from this address; retry after the Retry-After delay")
-            .header(header::RETRY_AFTER, retry_after(d)),
-            AuthError::Busy { retry_after: d } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "Service busy",
-            )
-            .detail("the server is handling too many sign-ins; retry after the Retry-After delay")
-            .header(header::RETRY_AFTER, retry_after(d)),
-            AuthError::Domain(e) => e.into(),
-            AuthError::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
-                Self::internal()
-            }
-        }
-    }
 }
 
 impl IntoResponse for ApiError {

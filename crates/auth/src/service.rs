@@ -20,6 +20,7 @@ use domain::tenants::{Tenant, TenantSlug, TenantStatus};
 use domain::time::{now, Timestamp};
 use domain::users::{NewUser, User, UserStatus};
 use domain::values::Email;
+use domain::Code;
 use domain::{SessionId, Store, TenantId, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
@@ -266,10 +267,7 @@ impl AuthService {
     /// Checks an access token and that its session is still active: a revoked session's
     /// tokens stop working on this API at once.
     pub async fn authenticate_access_token(&self, token: &str) -> AuthResult<SessionPrincipal> {
-        let invalid = || AuthError::Unauthenticated {
-            code: "invalid_token",
-            message: "the access token is not valid".into(),
-        };
+        let invalid = || AuthError::refused(Code::InvalidToken);
         // The tenant (hence the expected issuer) comes from the payload; the signature
         // check below covers it.
         let tid = unverified_tenant(token).ok_or_else(invalid)?;
@@ -277,10 +275,7 @@ impl AuthService {
             .keyring()
             .verify(token, &self.issuer(tid), AUDIENCE)
             .map_err(|e| match e {
-                TokenError::Expired => AuthError::Unauthenticated {
-                    code: "token_expired",
-                    message: "the access token has expired; refresh it".into(),
-                },
+                TokenError::Expired => AuthError::refused(Code::TokenExpired),
                 TokenError::Invalid => invalid(),
             })?;
         let sid = claims
@@ -291,13 +286,10 @@ impl AuthService {
         let session = match self.store.get_session(tid, sid).await {
             Ok(s) => s,
             Err(domain::Error::NotFound { .. }) => return Err(invalid()),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         };
         if !session.is_active(now()) || session.user_id.to_string() != claims.sub {
-            return Err(AuthError::Unauthenticated {
-                code: "session_revoked",
-                message: "the session of this token has ended".into(),
-            });
+            return Err(AuthError::refused(Code::SessionRevoked));
         }
         Ok(principal(&session))
     }
@@ -310,10 +302,7 @@ impl AuthService {
         csrf: Option<&str>,
         state_changing: bool,
     ) -> AuthResult<SessionPrincipal> {
-        let unauthenticated = || AuthError::Unauthenticated {
-            code: "invalid_session",
-            message: "the session cookie is not valid or the session has ended".into(),
-        };
+        let unauthenticated = || AuthError::refused(Code::InvalidSession);
         let hash = digest_of(cookie).ok_or_else(unauthenticated)?;
         let found = self
             .store
@@ -332,10 +321,7 @@ impl AuthService {
                 })
                 .unwrap_or(false);
             if !ok {
-                return Err(AuthError::Forbidden {
-                    code: "csrf_failed",
-                    message: "send the session's CSRF token in the X-CSRF-Token header".into(),
-                });
+                return Err(AuthError::refused(Code::CsrfFailed));
             }
         }
         let at = now();
@@ -361,10 +347,9 @@ impl AuthService {
     /// Deletes sessions that ended and single-use tokens that expired more than a day
     /// ago; the server calls this hourly.
     pub async fn prune(&self) -> AuthResult<u64> {
-        Ok(self
-            .store
+        self.store
             .prune_auth_records(now() - TimeDelta::days(1))
-            .await?)
+            .await
     }
 
     /// Forgets idle rate-limit state; the server calls this periodically.
@@ -440,7 +425,7 @@ impl AuthService {
         match self.store.get_tenant_by_slug(&slug).await {
             Ok(t) if t.status == TenantStatus::Active => Ok(Some(t)),
             Ok(_) | Err(domain::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -517,7 +502,7 @@ impl AuthService {
     /// Answers a failed sign-in: counts it against the IP, waits the progressive delay.
     async fn fail<T>(&self, account_failures: u32, meta: &RequestMeta) -> AuthResult<T> {
         self.penalise(account_failures, meta).await;
-        Err(AuthError::InvalidCredentials)
+        Err(AuthError::refused(Code::InvalidCredentials))
     }
 
     /// Counts a failure against the IP and waits the progressive delay.
@@ -562,11 +547,7 @@ impl AuthService {
         check_can_sign_in(&user)?;
         let settings = self.store.get_auth_settings(user.tenant_id).await?;
         if settings.require_verified_email && creds.email_verified_at.is_none() {
-            return Err(AuthError::AccountUnavailable {
-                code: "email_not_verified",
-                message: "verify your email address first; the link was sent at registration"
-                    .into(),
-            });
+            return Err(AuthError::refused(Code::EmailNotVerified));
         }
         let data = json!({"amr": amr, "mode": mode.as_str(), "device_label": device_label});
         if creds.totp_enabled {
@@ -719,12 +700,7 @@ impl AuthService {
         code: &str,
         meta: &RequestMeta,
     ) -> AuthResult<SignIn> {
-        let bad = || {
-            AuthError::token(
-                "invalid_mfa_token",
-                "the MFA token is not valid or has expired; sign in again",
-            )
-        };
+        let bad = || AuthError::refused(Code::InvalidMfaToken);
         self.check_ip_failures(meta)?;
         let (hash, user) = self
             .peek_for_user(TokenPurpose::MfaChallenge, mfa_token, bad)
@@ -747,10 +723,7 @@ impl AuthService {
                 .await?;
             let failures = self.account_failure(&user, "wrong_mfa_code", meta).await?;
             self.penalise(failures, meta).await;
-            return Err(AuthError::token(
-                "invalid_mfa_code",
-                "the code is wrong or was already used",
-            ));
+            return Err(AuthError::refused(Code::InvalidMfaCode));
         }
         // Consuming is the commit point: of two requests with one token, one wins.
         let token = self
@@ -798,12 +771,7 @@ impl AuthService {
         new_password: SecretString,
         meta: &RequestMeta,
     ) -> AuthResult<SignIn> {
-        let bad = || {
-            AuthError::token(
-                "invalid_password_change_token",
-                "the token is not valid or has expired; sign in again",
-            )
-        };
+        let bad = || AuthError::refused(Code::InvalidPasswordChangeToken);
         let (hash, user) = self
             .peek_for_user(TokenPurpose::PasswordChange, token, bad)
             .await?;
@@ -893,10 +861,7 @@ impl AuthService {
     /// session (reuse detection): whoever holds a copy loses it, and so does the user, who
     /// signs in again.
     pub async fn refresh(&self, refresh_token: &str, meta: &RequestMeta) -> AuthResult<Refreshed> {
-        let invalid = || AuthError::Unauthenticated {
-            code: "invalid_refresh_token",
-            message: "the refresh token is not valid, was revoked or has expired".into(),
-        };
+        let invalid = || AuthError::refused(Code::InvalidRefreshToken);
         let presented = digest_of(refresh_token).ok_or_else(invalid)?;
         let next = GeneratedKey::with_prefix(REFRESH_PREFIX);
         let outcome = self
@@ -914,10 +879,7 @@ impl AuthService {
             }
             RefreshOutcome::Reused(session) => {
                 warn!(session_id = %session.id, "refresh token reused; session revoked");
-                Err(AuthError::Unauthenticated {
-                    code: "refresh_token_reused",
-                    message: "this refresh token was already used; the session has been revoked for safety".into(),
-                })
+                Err(AuthError::refused(Code::RefreshTokenReused))
             }
             RefreshOutcome::Invalid => Err(invalid()),
         }
@@ -937,7 +899,7 @@ impl AuthService {
             .await
         {
             Ok(_) | Err(domain::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -1092,7 +1054,7 @@ impl AuthService {
         self.mailer
             .send(message)
             .await
-            .map_err(|e| AuthError::Internal(format!("mail: {e}")))
+            .map_err(|e| AuthError::internal(format!("mail: {e}")))
     }
 
     /// Signs in with an emailed link (the second factor is still asked when enrolled).
@@ -1105,11 +1067,11 @@ impl AuthService {
         meta: &RequestMeta,
     ) -> AuthResult<SignIn> {
         let token = self
-            .consume(TokenPurpose::MagicLink, token, "invalid_magic_link")
+            .consume(TokenPurpose::MagicLink, token, Code::InvalidMagicLink)
             .await?;
         let user_id = token
             .user_id
-            .ok_or_else(|| AuthError::Internal("token without user".into()))?;
+            .ok_or_else(|| AuthError::internal("token without user"))?;
         let user = self.store.get_user(token.tenant_id, user_id).await?;
         let ctx = meta.audit(Actor::User(user.id));
         self.store
@@ -1135,7 +1097,7 @@ impl AuthService {
         new_password: SecretString,
         meta: &RequestMeta,
     ) -> AuthResult<()> {
-        let bad = || invalid_link("invalid_reset_token");
+        let bad = || invalid_link(Code::InvalidResetToken);
         let (hash, user) = self
             .peek_for_user(TokenPurpose::PasswordReset, token, bad)
             .await?;
@@ -1168,11 +1130,11 @@ impl AuthService {
             .consume(
                 TokenPurpose::EmailVerification,
                 token,
-                "invalid_verification_token",
+                Code::InvalidVerificationToken,
             )
             .await?;
         let (Some(user), Some(email)) = (token.user_id, token.email.as_deref()) else {
-            return Err(invalid_link("invalid_verification_token"));
+            return Err(invalid_link(Code::InvalidVerificationToken));
         };
         let verified = self
             .store
@@ -1181,7 +1143,7 @@ impl AuthService {
         if verified {
             Ok(())
         } else {
-            Err(invalid_link("invalid_verification_token"))
+            Err(invalid_link(Code::InvalidVerificationToken))
         }
     }
 
@@ -1189,7 +1151,7 @@ impl AuthService {
         &self,
         purpose: TokenPurpose,
         token: &str,
-        code: &'static str,
+        code: Code,
     ) -> AuthResult<OneTimeToken> {
         let hash = digest_of(token).ok_or_else(|| invalid_link(code))?;
         self.store
@@ -1257,21 +1219,18 @@ impl AuthService {
         req: Registration,
         meta: &RequestMeta,
     ) -> AuthResult<User> {
-        let closed = || AuthError::Forbidden {
-            code: "registration_closed",
-            message: "this tenant does not accept registrations".into(),
-        };
+        let closed = || AuthError::refused(Code::RegistrationClosed);
         let tenant = self.active_tenant(&req.tenant).await?.ok_or_else(closed)?;
         let settings = self.store.get_auth_settings(tenant.id).await?;
         let invitation = match req.invitation_token.as_ref().map(|t| t.expose_secret()) {
             Some(t) => {
-                let hash = digest_of(t).ok_or_else(|| invalid_link("invalid_invitation"))?;
+                let hash = digest_of(t).ok_or_else(|| invalid_link(Code::InvalidInvitation))?;
                 let inv = self
                     .store
                     .peek_one_time_token(TokenPurpose::Invitation, &hash, now())
                     .await?
                     .filter(|i| i.tenant_id == tenant.id)
-                    .ok_or_else(|| invalid_link("invalid_invitation"))?;
+                    .ok_or_else(|| invalid_link(Code::InvalidInvitation))?;
                 let invited = inv.email.as_deref().map(str::to_lowercase);
                 if invited.as_deref() != Some(req.new_user.email.normalized().as_str()) {
                     return Err(AuthError::field(
@@ -1288,10 +1247,7 @@ impl AuthService {
             (true, _) | (false, RegistrationMode::Open) => UserStatus::Active,
             (false, RegistrationMode::Approval) => UserStatus::Pending,
             (false, RegistrationMode::Invite) => {
-                return Err(AuthError::Forbidden {
-                    code: "invitation_required",
-                    message: "this tenant accepts registrations by invitation only".into(),
-                })
+                return Err(AuthError::refused(Code::InvitationRequired))
             }
             (false, RegistrationMode::Closed) => return Err(closed()),
         };
@@ -1472,10 +1428,9 @@ impl AuthService {
             }
             None => None,
         };
-        Ok(self
-            .store
+        self.store
             .create_user_with_password(tenant, new, password, actions::USER_CREATE, ctx)
-            .await?)
+            .await
     }
 
     /// Sets a user's password (administrators); every session of the user ends.
@@ -1489,7 +1444,7 @@ impl AuthService {
     ) -> AuthResult<PasswordStatus> {
         let user = self.store.get_user(tenant, user).await?;
         if user.is_deleted() {
-            return Err(domain::Error::NotFound { entity: "user" }.into());
+            return Err(domain::Error::NotFound { entity: "user" });
         }
         let settings = self.store.get_auth_settings(tenant).await?;
         let hash = self.admin_hash(&user, &settings, input, false).await?;
@@ -1591,7 +1546,7 @@ impl AuthService {
             )
             .await?;
         let otpauth_uri = totp::otpauth_uri(&secret, &tenant.display_name, &user.email);
-        let qr_svg = totp::qr_svg(&otpauth_uri).map_err(AuthError::Internal)?;
+        let qr_svg = totp::qr_svg(&otpauth_uri).map_err(AuthError::internal)?;
         Ok(TotpEnrolment {
             otpauth_uri,
             qr_svg,
@@ -1610,13 +1565,7 @@ impl AuthService {
             .get_totp(who.tenant_id, who.user_id)
             .await?
             .filter(|t| t.confirmed_at.is_none())
-            .ok_or_else(|| {
-                AuthError::Domain(domain::Error::Conflict {
-                    code: "totp_not_pending",
-                    message: "start an enrolment with POST /api/v1/me/mfa/totp first".into(),
-                    field: None,
-                })
-            })?;
+            .ok_or_else(|| AuthError::refused(Code::TotpNotPending))?;
         let secret = self
             .master
             .decrypt(&pending.secret_ciphertext, &totp_aad(who.user_id))?;
@@ -1671,14 +1620,13 @@ impl AuthService {
     /// Removes TOTP. Needs a session signed in with the second factor.
     pub async fn remove_totp(&self, who: &SessionPrincipal, meta: &RequestMeta) -> AuthResult<()> {
         require_mfa_session(who)?;
-        Ok(self
-            .store
+        self.store
             .delete_totp(
                 who.tenant_id,
                 who.user_id,
                 &meta.audit(Actor::User(who.user_id)),
             )
-            .await?)
+            .await
     }
 
     // ------------------------------------------------------------------------------------
@@ -1686,7 +1634,7 @@ impl AuthService {
     // ------------------------------------------------------------------------------------
 
     pub async fn sessions(&self, tenant: TenantId, user: UserId) -> AuthResult<Vec<Session>> {
-        Ok(self.store.list_sessions(tenant, user, now()).await?)
+        self.store.list_sessions(tenant, user, now()).await
     }
 
     pub async fn revoke(
@@ -1697,10 +1645,9 @@ impl AuthService {
         reason: &str,
         ctx: &AuditContext,
     ) -> AuthResult<u64> {
-        Ok(self
-            .store
+        self.store
             .revoke_sessions(tenant, user, scope, reason, ctx)
-            .await?)
+            .await
     }
 }
 
@@ -1717,16 +1664,10 @@ fn principal(session: &Session) -> SessionPrincipal {
 
 fn check_can_sign_in(user: &User) -> AuthResult<()> {
     match user.status {
-        _ if user.is_deleted() => Err(AuthError::InvalidCredentials),
+        _ if user.is_deleted() => Err(AuthError::refused(Code::InvalidCredentials)),
         UserStatus::Active => Ok(()),
-        UserStatus::Pending => Err(AuthError::AccountUnavailable {
-            code: "account_pending",
-            message: "the account is waiting for approval".into(),
-        }),
-        _ => Err(AuthError::AccountUnavailable {
-            code: "account_disabled",
-            message: "the account is disabled; contact an administrator".into(),
-        }),
+        UserStatus::Pending => Err(AuthError::refused(Code::AccountPending)),
+        _ => Err(AuthError::refused(Code::AccountDisabled)),
     }
 }
 
@@ -1734,18 +1675,12 @@ fn require_mfa_session(who: &SessionPrincipal) -> AuthResult<()> {
     if who.mfa_level >= 2 {
         Ok(())
     } else {
-        Err(AuthError::Forbidden {
-            code: "mfa_session_required",
-            message: "sign in with your second factor to change it".into(),
-        })
+        Err(AuthError::refused(Code::MfaSessionRequired))
     }
 }
 
-fn invalid_link(code: &'static str) -> AuthError {
-    AuthError::token(
-        code,
-        "the link or token is not valid, was already used or has expired",
-    )
+fn invalid_link(code: Code) -> AuthError {
+    AuthError::refused(code)
 }
 
 fn totp_aad(user: UserId) -> Vec<u8> {

@@ -414,10 +414,7 @@ impl RolePatch {
         refuse_super_admin(role)?;
         if let Some(name) = &self.name {
             if role.role_type == RoleType::System && name.as_str() != role.name {
-                return Err(crate::Error::Forbidden {
-                    code: "system_role",
-                    message: "a system role cannot be renamed".into(),
-                });
+                return Err(crate::Error::refused(crate::Code::SystemRole));
             }
         }
         Ok(Role {
@@ -442,10 +439,7 @@ impl RolePatch {
 /// The super administrator role is immutable.
 pub fn refuse_super_admin(role: &Role) -> crate::Result<()> {
     if role.is_super_admin() {
-        Err(crate::Error::Forbidden {
-            code: "super_admin_immutable",
-            message: "the super administrator role cannot be modified or deleted".into(),
-        })
+        Err(crate::Error::refused(crate::Code::SuperAdminImmutable))
     } else {
         Ok(())
     }
@@ -455,10 +449,7 @@ pub fn refuse_super_admin(role: &Role) -> crate::Result<()> {
 pub fn check_deletable(role: &Role) -> crate::Result<()> {
     refuse_super_admin(role)?;
     if role.role_type == RoleType::System {
-        return Err(crate::Error::Forbidden {
-            code: "system_role",
-            message: "a system role cannot be deleted".into(),
-        });
+        return Err(crate::Error::refused(crate::Code::SystemRole));
     }
     Ok(())
 }

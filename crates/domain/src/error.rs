@@ -1,7 +1,12 @@
 //! The errors the domain and the storage layer report. The interface layer maps each kind
 //! to a problem+json status and code; the internal causes only ever reach the log.
 
+use std::time::Duration;
+
 use serde::Serialize;
+use serde_json::Value;
+
+use crate::code::Code;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,6 +22,11 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    /// A field that broke the rule `code`, explained by the catalogue's message.
+    pub fn rule(field: impl Into<String>, code: Code) -> Self {
+        Self::new(field, code.as_str(), code.message())
+    }
+
     pub fn new(
         field: impl Into<String>,
         code: impl Into<String>,
@@ -78,12 +88,15 @@ pub enum Error {
     /// The entity does not exist in the caller's tenant (or at all).
     #[error("{entity} not found")]
     NotFound { entity: &'static str },
-    /// The change conflicts with existing data, e.g. a duplicate email.
-    #[error("{message}")]
-    Conflict {
-        code: &'static str,
-        message: String,
+    /// A rule refuses the request: a conflict with stored data, a missing permission, a
+    /// credential that does not authenticate, a token that does not work. The code (from
+    /// the catalogue) says which and how it is answered; `field` names the request field
+    /// it is about, `reason` carries structured details (e.g. an authorization decision).
+    #[error("{}", code.message())]
+    Refused {
+        code: Code,
         field: Option<&'static str>,
+        reason: Option<Box<Value>>,
     },
     /// `If-Match` named a version that is no longer current.
     #[error("the {entity} was modified since version {expected}; current version is {current}")]
@@ -92,12 +105,12 @@ pub enum Error {
         expected: i64,
         current: i64,
     },
-    /// A plan quota would be exceeded.
-    #[error("{message}")]
-    QuotaExceeded { message: String },
-    /// The action is not allowed in the current state, e.g. deactivating one's own tenant.
-    #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    /// Too many attempts; retry after the delay.
+    #[error("too many requests")]
+    RateLimited { retry_after: Duration },
+    /// The password-hashing pool is saturated; retry after the delay.
+    #[error("busy")]
+    Busy { retry_after: Duration },
     /// The database cannot be reached or timed out.
     #[error("storage unavailable")]
     Unavailable(#[source] Cause),
@@ -113,6 +126,49 @@ impl Error {
 
     pub fn field(field: &str, code: &str, message: impl Into<String>) -> Self {
         Error::Validation(vec![FieldError::new(field, code, message)])
+    }
+
+    /// A refusal by the rule `code`.
+    pub fn refused(code: Code) -> Self {
+        Error::Refused {
+            code,
+            field: None,
+            reason: None,
+        }
+    }
+
+    /// A refusal by the rule `code` about the request field `field`.
+    pub fn refused_field(code: Code, field: &'static str) -> Self {
+        Error::Refused {
+            code,
+            field: Some(field),
+            reason: None,
+        }
+    }
+
+    /// A field of the request broke the rule `code` (answered as a validation failure).
+    pub fn rule(field: &str, code: Code) -> Self {
+        Error::Validation(vec![FieldError::rule(field, code)])
+    }
+
+    /// Adds structured details to a refusal (other errors are returned unchanged).
+    pub fn with_reason(self, reason: Value) -> Self {
+        match self {
+            Error::Refused { code, field, .. } => Error::Refused {
+                code,
+                field,
+                reason: Some(Box::new(reason)),
+            },
+            other => other,
+        }
+    }
+
+    /// The refusal's code, if the error is one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Error::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod auth_store;
 pub mod authz;
 pub mod authz_store;
+pub mod code;
 pub mod error;
 pub mod ids;
 pub mod page;
@@ -20,6 +21,7 @@ pub mod values;
 
 pub use auth_store::AuthStore;
 pub use authz_store::AuthzStore;
+pub use code::{Code, Kind};
 pub use error::{Error, FieldError, Result, ValidationErrors};
 pub use ids::{ApiKeyId, AuditEventId, GroupId, PolicyId, RoleId, SessionId, TenantId, UserId};
 pub use page::Page;

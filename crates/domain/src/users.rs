@@ -88,11 +88,7 @@ impl User {
     /// This user restored at `now`: a new version. Only a deleted user can be restored.
     pub fn restored(&self, now: Timestamp) -> Result<User, Error> {
         if !self.is_deleted() {
-            return Err(Error::Conflict {
-                code: "not_deleted",
-                message: "the user is not deleted".into(),
-                field: None,
-            });
+            return Err(Error::refused(crate::Code::NotDeleted));
         }
         Ok(User {
             deleted_at: None,

@@ -80,7 +80,10 @@ async fn ensure_default_tenant(store: &dyn Store) -> anyhow::Result<()> {
             Ok(())
         }
         // Another replica created it at the same moment.
-        Err(Error::Conflict { .. }) => Ok(()),
+        Err(Error::Refused {
+            code: domain::Code::SlugTaken,
+            ..
+        }) => Ok(()),
         Err(e) => Err(e).context("cannot create the default tenant"),
     }
 }

@@ -20,6 +20,7 @@ use domain::auth::{
 use domain::auth_store::AuthStore;
 use domain::time::truncate;
 use domain::users::{NewUser, User, UserStatus};
+use domain::Code;
 use domain::{Error, Result, SessionId, TenantId, Timestamp, UserId};
 use serde_json::{json, Value};
 use sqlx::types::Json;
@@ -660,10 +661,7 @@ impl AuthStore for PgStore {
             .parse()
             .map_err(|_| corrupt("user status", &status))?;
         if may_not_sign_in(status) {
-            return Err(Error::Forbidden {
-                code: "user_not_active",
-                message: format!("the user is {status} and cannot sign in"),
-            });
+            return Err(Error::refused(Code::UserNotActive));
         }
 
         let mut events = Vec::with_capacity(2);
@@ -1089,11 +1087,7 @@ impl AuthStore for PgStore {
         .await
         .map_err(write)?;
         if written.is_none() {
-            return Err(conflict(
-                "totp_already_enrolled",
-                None,
-                "an authenticator app is already enrolled; remove it first",
-            ));
+            return Err(conflict(Code::TotpAlreadyEnrolled, None));
         }
         let ev = mfa_event(ctx, tenant, user, actions::MFA_TOTP_ENROL, None, now);
         audit::insert(&mut tx, &ev).await?;
@@ -1123,11 +1117,7 @@ impl AuthStore for PgStore {
         .await
         .map_err(db)?;
         if done.rows_affected() == 0 {
-            return Err(conflict(
-                "totp_not_pending",
-                None,
-                "there is no pending authenticator enrolment to confirm",
-            ));
+            return Err(conflict(Code::TotpNotPending, None));
         }
         replace_codes(&mut tx, tenant, user, recovery_hashes, now).await?;
         let after = json!({ "recovery_codes": recovery_hashes.len() });
@@ -1210,11 +1200,7 @@ impl AuthStore for PgStore {
         .await
         .map_err(db)?;
         if enrolled.is_none() {
-            return Err(conflict(
-                "totp_not_enrolled",
-                None,
-                "recovery codes need a confirmed authenticator enrolment",
-            ));
+            return Err(conflict(Code::TotpNotEnrolled, None));
         }
         replace_codes(&mut tx, tenant, user, hashes, now).await?;
         let after = json!({ "recovery_codes": hashes.len() });

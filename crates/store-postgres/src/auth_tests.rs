@@ -22,6 +22,7 @@ use domain::tenants::{MaxUsers, NewTenant, Plan, Tenant, TenantSlug};
 use domain::time::now;
 use domain::users::{NewUser, User, UserPatch, UserStatus};
 use domain::values::{DisplayName, Email, JsonObject, Username};
+use domain::Code;
 use domain::{AuthStore, Error, SessionId, Store, TenantId, Timestamp, UserId};
 use futures::FutureExt;
 use serde_json::json;
@@ -643,8 +644,8 @@ async fn totp_steps_and_recovery_codes_are_used_once() {
             .await);
         assert!(matches!(
             e,
-            Error::Conflict {
-                code: "totp_not_pending",
+            Error::Refused {
+                code: Code::TotpNotPending,
                 ..
             }
         ));
@@ -683,16 +684,16 @@ async fn totp_steps_and_recovery_codes_are_used_once() {
         let e = err(store.put_pending_totp(t.id, u.id, vec![7], &ctx()).await);
         assert!(matches!(
             e,
-            Error::Conflict {
-                code: "totp_already_enrolled",
+            Error::Refused {
+                code: Code::TotpAlreadyEnrolled,
                 ..
             }
         ));
         let e = err(store.confirm_totp(t.id, u.id, 101, &[], &ctx()).await);
         assert!(matches!(
             e,
-            Error::Conflict {
-                code: "totp_not_pending",
+            Error::Refused {
+                code: Code::TotpNotPending,
                 ..
             }
         ));
@@ -744,8 +745,8 @@ async fn totp_steps_and_recovery_codes_are_used_once() {
             .await);
         assert!(matches!(
             e,
-            Error::Conflict {
-                code: "totp_not_enrolled",
+            Error::Refused {
+                code: Code::TotpNotEnrolled,
                 ..
             }
         ));
@@ -812,7 +813,7 @@ async fn blocking_or_deleting_a_user_revokes_their_sessions() {
                     &ctx(),
                 )
                 .await);
-            assert!(matches!(e, Error::Forbidden { .. }));
+            assert!(matches!(e, Error::Refused { .. }));
             assert_eq!(
                 store
                     .rotate_refresh_token(&hash(&format!("a{i}")), &hash("n"), now(), &ctx())
@@ -1048,7 +1049,13 @@ async fn creation_with_a_password_respects_the_quota_and_managers() {
                 &ctx(),
             )
             .await);
-        assert!(matches!(e, Error::QuotaExceeded { .. }));
+        assert!(matches!(
+            e,
+            Error::Refused {
+                code: Code::QuotaExceeded,
+                ..
+            }
+        ));
         assert!(store
             .find_login(t.id, "second@example.com")
             .await
@@ -1080,8 +1087,8 @@ async fn creation_with_a_password_respects_the_quota_and_managers() {
             .await);
         assert!(matches!(
             e,
-            Error::Conflict {
-                code: "email_taken",
+            Error::Refused {
+                code: Code::EmailTaken,
                 ..
             }
         ));
@@ -1287,7 +1294,7 @@ async fn settings_signing_keys_and_audit_events() {
         assert_eq!(keys[1].retired_at, Some(t2));
         assert!(matches!(
             err(store.add_signing_key(&key("k2", t2)).await),
-            Error::Conflict { .. }
+            Error::Internal(_)
         ));
 
         let unknown = |i: u128| {

@@ -28,6 +28,7 @@ use domain::authz::{
 use domain::authz_store::AuthzStore;
 use domain::users::{User, UserStatus};
 use domain::values::Description;
+use domain::Code;
 use domain::{Error, FieldError, GroupId, PolicyId, Result, RoleId, TenantId, Timestamp, UserId};
 use serde_json::{json, Value};
 use sqlx::postgres::{PgArguments, PgExecutor, PgPool, PgRow};
@@ -116,11 +117,7 @@ pub(crate) async fn check_not_last_super_admin(
     let holder: bool = row.try_get("holder").map_err(db)?;
     let others: bool = row.try_get("others").map_err(db)?;
     if holder && !others {
-        return Err(conflict(
-            "last_super_admin",
-            None,
-            "this is the last active holder of the super administrator role",
-        ));
+        return Err(conflict(Code::LastSuperAdmin, None));
     }
     Ok(())
 }
@@ -1326,11 +1323,7 @@ impl AuthzStore for PgStore {
         .await
         .map_err(db)?;
         if has_children {
-            return Err(conflict(
-                "group_has_children",
-                None,
-                "the group has child groups; move or delete them first",
-            ));
+            return Err(conflict(Code::GroupHasChildren, None));
         }
         for sql in [
             "DELETE FROM group_members WHERE tenant_id = $1 AND group_id = $2",

@@ -1,5 +1,6 @@
 //! Mapping `sqlx` errors to domain errors.
 
+use domain::Code;
 use domain::Error;
 
 /// SQLSTATEs meaning the database cannot serve the request right now (connection failures,
@@ -44,69 +45,21 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
         let constraint = d.constraint().unwrap_or_default();
         if d.is_unique_violation() {
             match constraint {
-                "tenants_slug_key" => {
-                    return conflict(
-                        "slug_taken",
-                        Some("slug"),
-                        "a tenant with this slug already exists",
-                    )
-                }
-                "users_tenant_email_key" => {
-                    return conflict(
-                        "email_taken",
-                        Some("email"),
-                        "a user with this email already exists in the tenant",
-                    )
-                }
+                "tenants_slug_key" => return conflict(Code::SlugTaken, Some("slug")),
+                "users_tenant_email_key" => return conflict(Code::EmailTaken, Some("email")),
                 "users_tenant_username_key" => {
-                    return conflict(
-                        "username_taken",
-                        Some("username"),
-                        "a user with this username already exists in the tenant",
-                    )
+                    return conflict(Code::UsernameTaken, Some("username"))
                 }
-                "sessions_pkey" => {
-                    return conflict("session_exists", None, "a session with this id exists")
-                }
+                "sessions_pkey" => return Error::internal("unexpected duplicate: session_exists"),
                 "sessions_cookie_hash_key" | "refresh_tokens_pkey" | "one_time_tokens_pkey" => {
-                    return conflict("secret_exists", None, "this secret is already stored")
+                    return Error::internal("unexpected duplicate: secret_exists")
                 }
-                "signing_keys_pkey" => {
-                    return conflict(
-                        "kid_taken",
-                        Some("kid"),
-                        "a signing key with this id exists",
-                    )
-                }
+                "signing_keys_pkey" => return Error::internal("unexpected duplicate: kid_taken"),
                 "roles_tenant_name_key" => return role_name_taken(),
-                "groups_tenant_name_key" => {
-                    return conflict(
-                        "group_name_taken",
-                        Some("name"),
-                        "a group with this name already exists in the tenant",
-                    )
-                }
-                "policies_tenant_name_key" => {
-                    return conflict(
-                        "policy_name_taken",
-                        Some("name"),
-                        "a policy with this name already exists in the tenant",
-                    )
-                }
-                "permissions_pkey" => {
-                    return conflict(
-                        "permission_exists",
-                        Some("permission"),
-                        "the tenant already defines this permission",
-                    )
-                }
-                "group_roles_pkey" => {
-                    return conflict(
-                        "already_granted",
-                        Some("role_id"),
-                        "the group already has this role",
-                    )
-                }
+                "groups_tenant_name_key" => return conflict(Code::GroupNameTaken, Some("name")),
+                "policies_tenant_name_key" => return conflict(Code::PolicyNameTaken, Some("name")),
+                "permissions_pkey" => return conflict(Code::PermissionExists, Some("permission")),
+                "group_roles_pkey" => return conflict(Code::AlreadyGranted, Some("role_id")),
                 _ => {}
             }
         }
@@ -136,39 +89,27 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
     db(e)
 }
 
-pub(crate) fn conflict(code: &'static str, field: Option<&'static str>, message: &str) -> Error {
-    Error::Conflict {
+pub(crate) fn conflict(code: Code, field: Option<&'static str>) -> Error {
+    Error::Refused {
         code,
-        message: message.to_owned(),
         field,
+        reason: None,
     }
 }
 
 pub(crate) fn role_name_taken() -> Error {
-    conflict(
-        "role_name_taken",
-        Some("name"),
-        "a role with this name already exists in the tenant",
-    )
+    conflict(Code::RoleNameTaken, Some("name"))
 }
 
 /// A parent group that is not a group of the tenant.
 pub(crate) fn unknown_group() -> Error {
-    Error::field(
-        "parent_id",
-        "unknown_group",
-        "must be the id of a group of this tenant",
-    )
+    Error::rule("parent_id", Code::UnknownGroup)
 }
 
 /// A role given to a user or a group that is neither the tenant's nor the super
 /// administrator role.
 pub(crate) fn unknown_role() -> Error {
-    Error::field(
-        "role_id",
-        "unknown_role",
-        "must be the id of a role of this tenant",
-    )
+    Error::rule("role_id", Code::UnknownRole)
 }
 
 /// A stored value the domain does not accept: the schema and the code disagree.

@@ -184,9 +184,8 @@ fn check_version(expected: Option<i64>, current: i64) -> Result<()> {
     }
 }
 
-/// A tenant's plan and user quota.
+/// A tenant's user quota.
 struct Quota {
-    plan: String,
     max_users: Option<i64>,
 }
 
@@ -195,9 +194,9 @@ struct Quota {
 /// (and tenant updates) so that the count that follows cannot be overtaken.
 async fn quota(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Option<Quota>> {
     let sql = if lock {
-        "SELECT plan, max_users FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
+        "SELECT max_users FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
     } else {
-        "SELECT plan, max_users FROM tenants WHERE id = $1"
+        "SELECT max_users FROM tenants WHERE id = $1"
     };
     let Some(row) = sqlx::query(sql)
         .bind(tenant.into_uuid())
@@ -208,7 +207,6 @@ async fn quota(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<
         return Ok(None);
     };
     Ok(Some(Quota {
-        plan: row.try_get("plan").map_err(db)?,
         max_users: row.try_get("max_users").map_err(db)?,
     }))
 }
@@ -239,12 +237,8 @@ async fn enforce_quota(conn: &mut PgConnection, tenant: TenantId, q: &Quota) -> 
     .await
     .map_err(db)?;
     if count >= max {
-        return Err(Error::QuotaExceeded {
-            message: format!(
-                "the tenant's {} plan allows at most {max} users, and it has {count}",
-                q.plan
-            ),
-        });
+        return Err(Error::refused(domain::Code::QuotaExceeded)
+            .with_reason(serde_json::json!({"max_users": max, "users": count})));
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ use domain::auth::{
 use domain::ids::{SessionId, TenantId, UserId};
 use domain::time::{now, to_micros, truncate, Timestamp};
 use domain::users::{NewUser, User, UserStatus};
+use domain::Code;
 use domain::{AuthStore, Error};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
@@ -792,10 +793,7 @@ impl AuthStore for SqliteStore {
         // Re-checked inside the write transaction: a block committed between the sign-in's
         // checks and this insert must not leave a live session behind.
         if live.status != domain::users::UserStatus::Active {
-            return Err(Error::Forbidden {
-                code: "user_not_active",
-                message: format!("the user is {} and cannot sign in", live.status),
-            });
+            return Err(Error::refused(Code::UserNotActive));
         }
         let amr = serde_json::to_string(&s.amr).map_err(Error::internal)?;
         sqlx::query(
@@ -1255,11 +1253,7 @@ impl AuthStore for SqliteStore {
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         load_live_user(&mut tx, tenant, user, None).await?;
         if confirmed_totp_exists(&mut tx, tenant, user).await? {
-            return Err(Error::Conflict {
-                code: "totp_already_enrolled",
-                message: "an authenticator app is already enrolled; remove it first".into(),
-                field: None,
-            });
+            return Err(Error::refused(Code::TotpAlreadyEnrolled));
         }
         sqlx::query(
             "INSERT INTO totp_credentials (tenant_id, user_id, secret_ciphertext, \
@@ -1310,11 +1304,7 @@ impl AuthStore for SqliteStore {
         .await
         .map_err(db_err)?;
         if done.rows_affected() != 1 {
-            return Err(Error::Conflict {
-                code: "totp_not_pending",
-                message: "there is no authenticator enrolment waiting for confirmation".into(),
-                field: None,
-            });
+            return Err(Error::refused(Code::TotpNotPending));
         }
         replace_codes(&mut tx, tenant, user, recovery_hashes).await?;
         let ev = user_event(
@@ -1407,11 +1397,7 @@ impl AuthStore for SqliteStore {
         let now = now();
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         if !confirmed_totp_exists(&mut tx, tenant, user).await? {
-            return Err(Error::Conflict {
-                code: "totp_not_enrolled",
-                message: "recovery codes need a confirmed authenticator enrolment".into(),
-                field: None,
-            });
+            return Err(Error::refused(Code::TotpNotEnrolled));
         }
         replace_codes(&mut tx, tenant, user, hashes).await?;
         let ev = user_event(

@@ -27,7 +27,7 @@ use domain::authz::{
 use domain::ids::{GroupId, PolicyId, RoleId, TenantId, UserId};
 use domain::time::{now, to_micros, Timestamp};
 use domain::users::{User, UserStatus};
-use domain::{AuthzStore, Error, FieldError};
+use domain::{AuthzStore, Code, Error, FieldError};
 use serde_json::{json, Value};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteExecutor, SqlitePool, SqliteRow};
@@ -219,32 +219,20 @@ fn group_role_json(role: &Role) -> Value {
 
 // --- errors ---
 
-fn name_taken(code: &'static str, what: &str) -> Error {
-    Error::Conflict {
-        code,
-        message: format!("a {what} with this name already exists in the tenant"),
-        field: Some("name"),
-    }
+fn name_taken(code: Code) -> Error {
+    Error::refused_field(code, "name")
 }
 
 fn unknown_role() -> Error {
-    Error::field("role_id", "unknown_role", "must be a role of this tenant")
+    Error::rule("role_id", Code::UnknownRole)
 }
 
 fn unknown_group() -> Error {
-    Error::field(
-        "parent_id",
-        "unknown_group",
-        "must be a group of this tenant",
-    )
+    Error::rule("parent_id", Code::UnknownGroup)
 }
 
 fn last_super_admin() -> Error {
-    Error::Conflict {
-        code: "last_super_admin",
-        message: "this is the last active super administrator of the platform".into(),
-        field: None,
-    }
+    Error::refused(Code::LastSuperAdmin)
 }
 
 // --- statements whose plans the tests check ---
@@ -331,7 +319,7 @@ struct Entities<T> {
     /// The entity as `NotFound` and the name conflict's message name it.
     entity: &'static str,
     /// The `Conflict` code of a name already taken.
-    name_taken: &'static str,
+    name_taken: Code,
     from_row: fn(&SqliteRow) -> Result<T>,
 }
 
@@ -339,7 +327,7 @@ const GROUPS: Entities<Group> = Entities {
     table: "groups",
     cols: GROUP_COLS,
     entity: "group",
-    name_taken: "group_name_taken",
+    name_taken: Code::GroupNameTaken,
     from_row: group_from_row,
 };
 
@@ -347,7 +335,7 @@ const POLICIES: Entities<Policy> = Entities {
     table: "policies",
     cols: POLICY_COLS,
     entity: "policy",
-    name_taken: "policy_name_taken",
+    name_taken: Code::PolicyNameTaken,
     from_row: policy_from_row,
 };
 
@@ -388,7 +376,7 @@ impl<T> Entities<T> {
             .await
             .map_err(db_err)?;
         match taken {
-            Some(_) => Err(name_taken(self.name_taken, self.entity)),
+            Some(_) => Err(name_taken(self.name_taken)),
             None => Ok(()),
         }
     }
@@ -596,7 +584,7 @@ async fn check_role_name_free(
             .transpose()?
             .is_some_and(|id| Some(RoleId::from_uuid(id)) != except);
     if taken {
-        Err(name_taken("role_name_taken", "role"))
+        Err(name_taken(Code::RoleNameTaken))
     } else {
         Ok(())
     }
@@ -1252,11 +1240,7 @@ impl AuthzStore for SqliteStore {
         .map_err(db_err)?
         .rows_affected();
         if inserted == 0 {
-            return Err(Error::Conflict {
-                code: "permission_exists",
-                message: format!("the permission '{}' already exists", p.permission),
-                field: Some("permission"),
-            });
+            return Err(Error::refused_field(Code::PermissionExists, "permission"));
         }
         let after = Some(permission_json(&p));
         m.finish(
@@ -1639,11 +1623,7 @@ impl AuthzStore for SqliteStore {
         let ids = [tenant.into_uuid(), id.into_uuid()];
         let children = "SELECT 1 FROM groups WHERE tenant_id = ? AND parent_id = ?";
         if exists_by(&mut *m.tx, children, &ids).await? {
-            return Err(Error::Conflict {
-                code: "group_has_children",
-                message: "the group has child groups: move or delete them first".into(),
-                field: None,
-            });
+            return Err(Error::refused(Code::GroupHasChildren));
         }
         // Its memberships and role grants go with it (ON DELETE CASCADE).
         execute_by(
@@ -1857,11 +1837,7 @@ impl AuthzStore for SqliteStore {
         .map_err(db_err)?
         .rows_affected();
         if inserted == 0 {
-            return Err(Error::Conflict {
-                code: "already_granted",
-                message: "the group already has this role".into(),
-                field: Some("role_id"),
-            });
+            return Err(Error::refused_field(Code::AlreadyGranted, "role_id"));
         }
         let after = Some(group_role_json(&r));
         m.finish(

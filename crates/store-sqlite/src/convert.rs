@@ -44,32 +44,16 @@ pub(crate) fn write_err(e: sqlx::Error) -> Error {
         match d.kind() {
             ErrorKind::UniqueViolation => {
                 if msg.contains("email_lower") {
-                    return Error::Conflict {
-                        code: "email_taken",
-                        message: "a user with this email already exists in the tenant".into(),
-                        field: Some("email"),
-                    };
+                    return Error::refused_field(domain::Code::EmailTaken, "email");
                 }
                 if msg.contains("username_lower") {
-                    return Error::Conflict {
-                        code: "username_taken",
-                        message: "a user with this username already exists in the tenant".into(),
-                        field: Some("username"),
-                    };
+                    return Error::refused_field(domain::Code::UsernameTaken, "username");
                 }
                 if msg.contains("tenants.slug") {
-                    return Error::Conflict {
-                        code: "slug_taken",
-                        message: "a tenant with this slug already exists".into(),
-                        field: Some("slug"),
-                    };
+                    return Error::refused_field(domain::Code::SlugTaken, "slug");
                 }
                 if msg.contains("users.id") || msg.contains("users.tenant_id, users.id") {
-                    return Error::Conflict {
-                        code: "id_taken",
-                        message: "a user with this id already exists".into(),
-                        field: Some("id"),
-                    };
+                    return Error::refused_field(domain::Code::IdTaken, "id");
                 }
             }
             ErrorKind::ForeignKeyViolation => {

@@ -192,12 +192,8 @@ async fn load_tenant(conn: &mut SqliteConnection, id: TenantId) -> Result<(Tenan
 /// Refuses one more non-deleted user when the tenant's quota is reached.
 fn check_quota(tenant: &Tenant, active: i64) -> Result<()> {
     match tenant.max_users {
-        Some(max) if active >= max => Err(Error::QuotaExceeded {
-            message: format!(
-                "the tenant already has {active} users, the most its {} plan allows ({max})",
-                tenant.plan
-            ),
-        }),
+        Some(max) if active >= max => Err(Error::refused(domain::Code::QuotaExceeded)
+            .with_reason(serde_json::json!({"max_users": max, "users": active}))),
         _ => Ok(()),
     }
 }

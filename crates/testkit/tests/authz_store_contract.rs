@@ -428,12 +428,12 @@ fn assert_not_found(e: &Error, entity: &str) {
 #[track_caller]
 fn assert_conflict(e: &Error, code: &str, field: Option<&str>) {
     match e {
-        Error::Conflict {
+        Error::Refused {
             code: got,
             field: got_field,
             ..
         } => {
-            assert_eq!(*got, code, "{e:?}");
+            assert_eq!(got.as_str(), code, "{e:?}");
             if let Some(f) = field {
                 assert_eq!(*got_field, Some(f), "{e:?}");
             }
@@ -445,7 +445,7 @@ fn assert_conflict(e: &Error, code: &str, field: Option<&str>) {
 #[track_caller]
 fn assert_forbidden(e: &Error, code: &str) {
     assert!(
-        matches!(e, Error::Forbidden { code: got, .. } if *got == code),
+        matches!(e, Error::Refused { code: got, .. } if got.as_str() == code),
         "expected forbidden {code}, got {e:?}"
     );
 }

@@ -28,7 +28,7 @@ use domain::values::{
     AvatarUrl, ClearanceLevel, DisplayName, Email, JsonObject, Label, Language, Phone, SearchQuery,
     Username,
 };
-use domain::{ApiKeyId, AuditEventId, Error, Store, TenantId, UserId};
+use domain::{ApiKeyId, AuditEventId, Code, Error, Store, TenantId, UserId};
 use portcullis_testkit::fixtures::{new_tenant, new_user, with_username};
 use portcullis_testkit::store_tests;
 use serde_json::{json, Value};
@@ -319,8 +319,8 @@ async fn case_tenant_create_get_and_duplicate_slug(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "slug_taken",
+            Error::Refused {
+                code: Code::SlugTaken,
                 field: Some("slug"),
                 ..
             }
@@ -792,8 +792,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "email_taken",
+            Error::Refused {
+                code: Code::EmailTaken,
                 field: Some("email"),
                 ..
             }
@@ -810,8 +810,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "username_taken",
+            Error::Refused {
+                code: Code::UsernameTaken,
                 field: Some("username"),
                 ..
             }
@@ -844,8 +844,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "email_taken",
+            Error::Refused {
+                code: Code::EmailTaken,
                 ..
             }
         ),
@@ -859,8 +859,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "username_taken",
+            Error::Refused {
+                code: Code::UsernameTaken,
                 ..
             }
         ),
@@ -887,8 +887,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "email_taken",
+            Error::Refused {
+                code: Code::EmailTaken,
                 ..
             }
         ),
@@ -904,8 +904,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "username_taken",
+            Error::Refused {
+                code: Code::UsernameTaken,
                 ..
             }
         ),
@@ -918,8 +918,8 @@ async fn case_email_and_username_unique_per_tenant(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "email_taken",
+            Error::Refused {
+                code: Code::EmailTaken,
                 ..
             }
         ),
@@ -1313,8 +1313,8 @@ async fn case_soft_delete_and_restore(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "not_deleted",
+            Error::Refused {
+                code: Code::NotDeleted,
                 field: None,
                 ..
             }
@@ -1325,8 +1325,8 @@ async fn case_soft_delete_and_restore(store: Arc<dyn Store>) {
     assert!(
         matches!(
             e,
-            Error::Conflict {
-                code: "not_deleted",
+            Error::Refused {
+                code: Code::NotDeleted,
                 ..
             }
         ),
@@ -1355,14 +1355,14 @@ async fn case_quota(store: Arc<dyn Store>) {
         .create_user(t.id, new_user("three@tiny.test", "Three"), &ctx())
         .await);
     match &e {
-        Error::QuotaExceeded { message } => {
-            assert!(
-                message.contains('2'),
-                "the message names the limit: {message}"
-            );
-            assert!(
-                message.contains("free"),
-                "the message names the plan: {message}"
+        Error::Refused {
+            code: Code::QuotaExceeded,
+            reason: Some(reason),
+            ..
+        } => {
+            assert_eq!(
+                reason["max_users"], 2,
+                "the reason names the limit: {reason}"
             );
         }
         other => panic!("expected QuotaExceeded, got {other:?}"),
@@ -1372,7 +1372,16 @@ async fn case_quota(store: Arc<dyn Store>) {
     s.delete_user(t.id, u1.id, None, &ctx()).await.unwrap();
     let three = user(s, t.id, "three@tiny.test", "Three").await;
     let e = err(s.restore_user(t.id, u1.id, &ctx()).await);
-    assert!(matches!(e, Error::QuotaExceeded { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: Code::QuotaExceeded,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(s.get_user(t.id, u1.id).await.unwrap().is_deleted());
 
     // Raising the quota lets the restore through.
@@ -1387,7 +1396,16 @@ async fn case_quota(store: Arc<dyn Store>) {
     let e = err(s
         .create_user(t.id, new_user("four@tiny.test", "Four"), &ctx())
         .await);
-    assert!(matches!(e, Error::QuotaExceeded { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: Code::QuotaExceeded,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 
     // Lowering it below the current count refuses new users but keeps the existing ones.
     let patch = TenantPatch {
@@ -1400,7 +1418,16 @@ async fn case_quota(store: Arc<dyn Store>) {
     let e = err(s
         .create_user(t.id, new_user("five@tiny.test", "Five"), &ctx())
         .await);
-    assert!(matches!(e, Error::QuotaExceeded { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::Refused {
+                code: Code::QuotaExceeded,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert_eq!(
         list_all_users(s, t.id, UserListQuery::default())
             .await
