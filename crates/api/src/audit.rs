@@ -12,7 +12,6 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::ApiQuery;
-use crate::guard::{Reach, Target};
 use crate::parse::{self, optional};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -26,19 +25,25 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct ListAuditParams {
     /// The acting API key's or user's id.
+    #[param(value_type = Option<uuid::Uuid>)]
     actor_id: Option<String>,
-    /// `api_key`, `user` or `system`.
+    /// `api_key`, `user`, `system` or `anonymous`.
+    #[param(value_type = Option<domain::audit::ActorType>)]
     actor_type: Option<String>,
     /// e.g. `user.update`.
     action: Option<String>,
     /// e.g. `user`.
     entity_type: Option<String>,
+    #[param(value_type = Option<uuid::Uuid>)]
     entity_id: Option<String>,
     /// At or after (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     since: Option<String>,
     /// Before (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     until: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -77,26 +82,14 @@ async fn list_audit_events(
         before_id: None,
     };
     errs.finish().map_err(ApiError::from_query_error)?;
-    let reach = caller
-        .authorize(&state, "audit_logs", "read", Target::Collection)
-        .await?;
-    // Below `all`, a user reads the events they caused.
-    let query = match (reach, caller.user_id()) {
-        (Reach::All, _) => query,
-        (_, Some(me)) => AuditQuery {
-            actor_id: Some(me.into_uuid()),
-            ..query
-        },
-        (_, None) => query,
-    };
     let before_id = p
         .cursor
         .map(|c| domain::page::decode_cursor::<AuditEventId>(&c))
         .transpose()
         .map_err(ApiError::from_query_error)?;
     let page = state
-        .store
-        .list_audit_events(caller.tenant_id, &AuditQuery { before_id, ..query })
+        .services
+        .list_audit_events(&caller, AuditQuery { before_id, ..query })
         .await?;
     Ok(Json(AuditEventPage {
         items: page.items,

@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use domain::authz::{ActionKey, Scope};
 use domain::values::Identifier;
 use domain::{FieldError, UserId, ValidationErrors};
-use portcullis_authz::{Check, Context, Grant, Reason, Resource};
+use portcullis_authz::{Check, Context, Decision, Grant, Reason, Resource};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -19,7 +19,6 @@ use utoipa_axum::routes;
 
 use crate::auth::{Caller, UserCaller};
 use crate::extract::ApiJson;
-use crate::guard::{Reach, Target};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
 
@@ -181,33 +180,13 @@ fn parse_check(errs: &mut ValidationErrors, prefix: &str, req: CheckRequest) -> 
     })
 }
 
-/// The caller may ask about anyone of the tenant with `authz:check:all`, or only about
-/// themself with `authz:check:own`.
-async fn authorize_checks(
-    state: &AppState,
-    caller: &Caller,
-    checks: &[Check],
-) -> Result<(), ApiError> {
-    let reach = caller
-        .authorize(state, "authz", "check", Target::Collection)
-        .await?;
-    if reach != Reach::All && checks.iter().any(|c| Some(c.principal) != caller.user_id()) {
-        return Err(ApiError::forbidden(
-            "forbidden",
-            "you may only ask about your own permissions (authz:check:own)",
-        ));
-    }
-    Ok(())
-}
-
-async fn decide(state: &AppState, caller: &Caller, check: &Check) -> domain::Result<CheckResult> {
-    let decision = state.authz.check(caller.tenant_id, check).await?;
-    Ok(CheckResult {
+fn result(decision: Decision, check: &Check) -> CheckResult {
+    CheckResult {
         allowed: decision.allowed,
         reason: decision.reason.message(&check.action),
         decision: decision.reason,
         scope: decision.scope,
-    })
+    }
 }
 
 /// Decide one authorization question, with the reason. The principal is a user of the
@@ -229,8 +208,8 @@ async fn check(
     let parsed = parse_check(&mut errs, "", body);
     errs.finish()?;
     let check = parsed.ok_or_else(|| domain::Error::internal("validated check missing"))?;
-    authorize_checks(&state, &caller, std::slice::from_ref(&check)).await?;
-    Ok(Json(decide(&state, &caller, &check).await?))
+    let decision = state.services.check(&caller, &check).await?;
+    Ok(Json(result(decision, &check)))
 }
 
 /// Up to 100 questions.
@@ -276,24 +255,12 @@ async fn check_batch(
         .collect();
     errs.finish()?;
     let checks: Vec<Check> = checks.into_iter().flatten().collect();
-    authorize_checks(&state, &caller, &checks).await?;
-    let mut results = Vec::with_capacity(checks.len());
-    for (i, check) in checks.iter().enumerate() {
-        let result = decide(&state, &caller, check).await.map_err(|e| match e {
-            // Name the question that failed (e.g. an action the tenant has not defined).
-            domain::Error::Validation(errors) => domain::Error::Validation(
-                errors
-                    .into_iter()
-                    .map(|f| FieldError {
-                        field: format!("checks[{i}].{}", f.field),
-                        ..f
-                    })
-                    .collect(),
-            ),
-            other => other,
-        })?;
-        results.push(result);
-    }
+    let decisions = state.services.check_batch(&caller, &checks).await?;
+    let results = decisions
+        .into_iter()
+        .zip(&checks)
+        .map(|(d, c)| result(d, c))
+        .collect();
     Ok(Json(CheckBatchResult { results }))
 }
 
@@ -323,11 +290,7 @@ async fn my_permissions(
     State(state): State<AppState>,
     caller: UserCaller,
 ) -> ApiResult<Json<MyPermissions>> {
-    let effective = state
-        .authz
-        .effective(caller.tenant_id(), caller.user_id(), Utc::now())
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("the signed-in user no longer exists"))?;
+    let effective = state.services.my_permissions(&caller).await?;
     let mut permissions: Vec<String> = effective
         .grants
         .iter()

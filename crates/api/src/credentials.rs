@@ -1,14 +1,14 @@
 //! Administration of sign-in: a user's password and sessions, invitations, and the
-//! tenant's sign-in settings. API keys only.
+//! tenant's sign-in settings.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::auth::{AuthSettings, PasswordStatus, RevokeScope, Session};
+use domain::auth::{AuthSettings, PasswordStatus, Session};
 use domain::values::Email;
 use domain::{FieldError, SessionId, UserId};
 use portcullis_auth::passwords::import_keycloak;
-use portcullis_auth::service::PasswordInput;
+use portcullis_services::signin::PasswordInput;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,7 +18,6 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiPath2};
-use crate::guard::Target;
 use crate::me::Revoked;
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -74,7 +73,7 @@ pub fn password_input(
             let bad = |m: String| {
                 ApiError::validation(vec![FieldError::new(
                     "password_hash",
-                    "unsupported_hash",
+                    domain::Code::UnsupportedHash.as_str(),
                     m,
                 )])
             };
@@ -117,13 +116,7 @@ async fn get_password(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<PasswordStatus>> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "users", "read", Target::User(&user))
-        .await?;
-    Ok(Json(
-        state.auth.password_status(caller.tenant_id, id).await?,
-    ))
+    Ok(Json(state.services.password_status(&caller, id).await?))
 }
 
 /// Set a user's password (or import a hash). Every session of the user ends.
@@ -149,22 +142,12 @@ async fn set_password(
             "give password or password_hash",
         )])
     })?;
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "users", "update", Target::User(&user))
-        .await?;
-    caller.may_manage(&state, &user).await?;
-    let status = state
-        .auth
-        .set_password(
-            caller.tenant_id,
-            id,
-            input,
-            body.must_change_password,
-            &caller.audit(),
-        )
-        .await?;
-    Ok(Json(status))
+    Ok(Json(
+        state
+            .services
+            .set_password(&caller, id, input, body.must_change_password)
+            .await?,
+    ))
 }
 
 /// A user's active sessions, newest first.
@@ -181,11 +164,7 @@ async fn list_user_sessions(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Vec<Session>>> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "sessions", "read", Target::User(&user))
-        .await?;
-    Ok(Json(state.auth.sessions(caller.tenant_id, id).await?))
+    Ok(Json(state.services.list_sessions(&caller, id).await?))
 }
 
 /// Revoke every session of a user.
@@ -202,21 +181,7 @@ async fn revoke_user_sessions(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Revoked>> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "sessions", "delete", Target::User(&user))
-        .await?;
-    caller.may_manage(&state, &user).await?;
-    let revoked = state
-        .auth
-        .revoke(
-            caller.tenant_id,
-            id,
-            RevokeScope::All,
-            "revoked_by_admin",
-            &caller.audit(),
-        )
-        .await?;
+    let revoked = state.services.revoke_sessions(&caller, id, None).await?;
     Ok(Json(Revoked { revoked }))
 }
 
@@ -235,20 +200,9 @@ async fn revoke_user_session(
     caller: Caller,
     ApiPath2(id, session): ApiPath2<UserId, SessionId>,
 ) -> ApiResult<StatusCode> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "sessions", "delete", Target::User(&user))
-        .await?;
-    caller.may_manage(&state, &user).await?;
     state
-        .auth
-        .revoke(
-            caller.tenant_id,
-            id,
-            RevokeScope::One(session),
-            "revoked_by_admin",
-            &caller.audit(),
-        )
+        .services
+        .revoke_sessions(&caller, id, Some(session))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -281,13 +235,7 @@ async fn create_invitation(
     ApiJson(body): ApiJson<CreateInvitation>,
 ) -> ApiResult<(StatusCode, Json<Invitation>)> {
     let email = Email::parse("email", &body.email).map_err(|e| ApiError::validation(vec![e]))?;
-    caller
-        .authorize(&state, "users", "create", Target::Collection)
-        .await?;
-    let expires_at = state
-        .auth
-        .invite(caller.tenant_id, &email, &caller.audit())
-        .await?;
+    let expires_at = state.services.invite(&caller, &email).await?;
     Ok((
         StatusCode::CREATED,
         Json(Invitation {
@@ -307,10 +255,7 @@ async fn get_settings(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<AuthSettings>> {
-    caller
-        .authorize(&state, "settings", "read", Target::Collection)
-        .await?;
-    Ok(Json(state.store.get_auth_settings(caller.tenant_id).await?))
+    Ok(Json(state.services.auth_settings(&caller).await?))
 }
 
 /// Replace the tenant's sign-in settings (absent fields take their defaults).
@@ -326,14 +271,5 @@ async fn put_settings(
     caller: Caller,
     ApiJson(body): ApiJson<AuthSettings>,
 ) -> ApiResult<Json<AuthSettings>> {
-    body.validate()?;
-    caller
-        .authorize(&state, "settings", "update", Target::Collection)
-        .await?;
-    Ok(Json(
-        state
-            .store
-            .put_auth_settings(caller.tenant_id, &body, &caller.audit())
-            .await?,
-    ))
+    Ok(Json(state.services.put_auth_settings(&caller, body).await?))
 }

@@ -7,6 +7,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
+use domain::code::Code;
 use domain::FieldError;
 use serde::de::DeserializeOwned;
 
@@ -40,6 +41,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            // Serde would read an array into a struct field by field; bodies are objects.
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                    Ok(_) => ApiError::validation(vec![FieldError::new(
+                        "",
+                        "invalid_type",
+                        "the body must be a JSON object",
+                    )]),
+                    Err(e) => {
+                        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
+                            .detail(e.to_string())
+                    }
+                },
+            );
+        }
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -62,25 +79,59 @@ fn body_rejection(r: BytesRejection) -> ApiError {
     }
 }
 
-/// Deserialises JSON, reporting the path of the offending field.
+/// Deserialises JSON, reporting the path of the offending field. A number with a zero
+/// fraction (`3.0`) is the integer it equals, as JSON Schema's `integer` says.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
+            .detail(e.to_string())
+    })?;
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { String::new() } else { path };
-                ApiError::validation(vec![FieldError::new(
-                    field,
-                    "invalid_value",
-                    strip_position(&inner.to_string()),
-                )])
+                let message = strip_position(&inner.to_string());
+                let mut field = if path == "." { String::new() } else { path };
+                // "missing field `email`" is reported at the object that lacks it.
+                let missing = message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.strip_suffix('`'));
+                if let Some(name) = missing {
+                    if !field.is_empty() {
+                        field.push('.');
+                    }
+                    field.push_str(name);
+                    return ApiError::validation(vec![FieldError::new(
+                        field,
+                        "required",
+                        "is required",
+                    )]);
+                }
+                ApiError::validation(vec![FieldError::new(field, "invalid_value", message)])
             }
             _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON")
                 .detail(inner.to_string()),
         }
     })
+}
+
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                // Within ±2^53 an f64 holds every integer exactly.
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// serde_json appends " at line 1 column 42" to data errors; the field path says more.
@@ -102,9 +153,10 @@ impl<S: Send + Sync, T: std::str::FromStr> FromRequestParts<S> for ApiPath<T> {
             axum::extract::Path::from_request_parts(parts, state)
                 .await
                 .map_err(|_| ApiError::not_found("no such resource"))?;
-        raw.parse::<T>().map(ApiPath).map_err(|_| {
-            ApiError::invalid_request(vec![FieldError::new("id", "invalid_id", "must be a UUID")])
-        })
+        // Ids are UUIDs: a path with anything else names no resource.
+        raw.parse::<T>()
+            .map(ApiPath)
+            .map_err(|_| ApiError::not_found("no such resource: ids are UUIDs"))
     }
 }
 
@@ -121,9 +173,7 @@ impl<S: Send + Sync, A: std::str::FromStr, B: std::str::FromStr> FromRequestPart
             axum::extract::Path::from_request_parts(parts, state)
                 .await
                 .map_err(|_| ApiError::not_found("no such resource"))?;
-        let invalid = || {
-            ApiError::invalid_request(vec![FieldError::new("id", "invalid_id", "must be a UUID")])
-        };
+        let invalid = || ApiError::not_found("no such resource: ids are UUIDs");
         Ok(ApiPath2(
             a.parse::<A>().map_err(|_| invalid())?,
             b.parse::<B>().map_err(|_| invalid())?,
@@ -153,7 +203,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// The version named by `If-Match` (`"7"`, `W/"7"` or `*`); `None` when absent or `*`.
+/// The version named by `If-Match`; `None` when absent or `*`.
+///
+/// The header holds `*` or a list of entity tags (RFC 9110 §13.1.1); this API's ETags are
+/// versions (`"7"`, or weak `W/"7"`). A header that names no version this API issues (any
+/// other tag, or nothing that parses as one) can never match, so the request fails its
+/// precondition (412). Naming several versions is refused as ambiguous (400): each change
+/// is judged against one.
 pub struct IfMatch(pub Option<i64>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
@@ -163,25 +219,26 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(value) = parts.headers.get(header::IF_MATCH) else {
             return Ok(IfMatch(None));
         };
-        let invalid = || {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_if_match",
-                "Invalid If-Match",
-            )
-            .detail("If-Match must be an ETag returned by this API, such as \"3\", or *")
-        };
-        let raw = value.to_str().map_err(|_| invalid())?.trim();
-        if raw == "*" {
-            return Ok(IfMatch(None));
+        let raw = String::from_utf8_lossy(value.as_bytes());
+        let mut versions = Vec::new();
+        for tag in raw.split(',').map(str::trim) {
+            if tag == "*" {
+                return Ok(IfMatch(None));
+            }
+            let version = tag
+                .strip_prefix("W/")
+                .unwrap_or(tag)
+                .strip_prefix('"')
+                .and_then(|t| t.strip_suffix('"'))
+                .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<i64>().ok());
+            versions.extend(version);
         }
-        let tag = raw.strip_prefix("W/").unwrap_or(raw);
-        let version = tag
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .and_then(|t| t.parse::<i64>().ok())
-            .ok_or_else(invalid)?;
-        Ok(IfMatch(Some(version)))
+        match versions.as_slice() {
+            [] => Err(ApiError::of(Code::UnknownEtag)),
+            [one] => Ok(IfMatch(Some(*one))),
+            _ => Err(ApiError::of(Code::InvalidIfMatch)),
+        }
     }
 }
 

@@ -5,10 +5,11 @@
 pub mod audit;
 pub mod auth;
 pub mod authz;
+mod contract;
 pub mod credentials;
 pub mod extract;
 pub mod groups;
-pub mod guard;
+
 pub mod me;
 pub mod metrics;
 pub mod middleware;
@@ -106,12 +107,15 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document of the API.
 pub fn openapi() -> OpenApiDoc {
-    api_router().into_openapi()
+    let mut doc = api_router().into_openapi();
+    contract::complete(&mut doc);
+    doc
 }
 
 /// The complete application: API routes, operations endpoints and middleware.
 pub fn app(state: AppState, settings: &HttpSettings) -> Router {
-    let (router, doc) = api_router().split_for_parts();
+    let (router, mut doc) = api_router().split_for_parts();
+    contract::complete(&mut doc);
     let doc = std::sync::Arc::new(doc);
     router
         .route("/metrics", get(ops::metrics))

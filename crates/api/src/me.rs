@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use domain::auth::{AuthSettings, ProfileField, RevokeScope, Session};
+use domain::auth::{ProfileField, Session};
 use domain::users::{User, UserPatch};
 use domain::values::{AvatarUrl, DisplayName, Label, Language, Phone, Username};
 use domain::{FieldError, SessionId, ValidationErrors};
@@ -18,6 +18,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::parse::{patch, required_patch};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
+use portcullis_services::users::Profile;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -46,24 +47,21 @@ pub struct Me {
     pub session_id: SessionId,
 }
 
-async fn me(state: &AppState, caller: &UserCaller, settings: &AuthSettings) -> ApiResult<Me> {
-    let (tenant, id) = (caller.tenant_id(), caller.user_id());
-    let user = state.store.get_user(tenant, id).await?;
-    let creds = state.store.get_credentials(tenant, id).await?;
-    let recovery_codes_left = if creds.totp_enabled {
-        Some(state.store.count_recovery_codes(tenant, id).await?)
-    } else {
-        None
-    };
-    Ok(Me {
-        missing_profile_fields: settings.missing_profile_fields(&user),
-        email_verified: creds.email_verified_at.is_some(),
-        mfa_enabled: creds.totp_enabled,
-        recovery_codes_left,
-        password_changed_at: creds.password_changed_at,
-        session_id: caller.session.session_id,
-        user,
-    })
+fn me(caller: &UserCaller, p: Profile) -> Me {
+    Me {
+        user: p.user,
+        missing_profile_fields: p.missing_profile_fields,
+        email_verified: p.email_verified,
+        mfa_enabled: p.mfa_enabled,
+        recovery_codes_left: p.recovery_codes_left,
+        password_changed_at: p.password_changed_at,
+        session_id: session_id(caller),
+    }
+}
+
+/// The session of the request.
+fn session_id(caller: &UserCaller) -> SessionId {
+    caller.session.session_id
 }
 
 /// The signed-in user's profile.
@@ -73,19 +71,20 @@ async fn me(state: &AppState, caller: &UserCaller, settings: &AuthSettings) -> A
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_me(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Json<Me>> {
-    let settings = state.store.get_auth_settings(caller.tenant_id()).await?;
-    Ok(Json(me(&state, &caller, &settings).await?))
+    let profile = state.services.profile(&caller).await?;
+    Ok(Json(me(&caller, profile)))
 }
 
 /// Changes to one's own profile. `full_name`, `username`, `phone`, `language` and
-/// `avatar_url` are always the user's to change; organisational fields (`department`,
-/// `job_title`, `employee_id`, `cost_center`) only when the tenant asks for them in its
-/// profile fields. Email changes go through an administrator.
+/// `avatar_url` are always the user's to change; `employee_id` and `cost_center` only when
+/// the tenant asks for them in its profile fields, and only to fill them in while empty.
+/// `department` and `job_title` feed authorization decisions: an administrator sets them
+/// (refused here with `field_not_self_service`, like email changes).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMe {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub full_name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, nullable)]
@@ -127,46 +126,6 @@ async fn update_me(
     caller: UserCaller,
     ApiJson(body): ApiJson<UpdateMe>,
 ) -> ApiResult<Json<Me>> {
-    let settings = state.store.get_auth_settings(caller.tenant_id()).await?;
-    let allowed = |f: ProfileField| settings.profile_fields.contains(&f);
-    let mut refused = Vec::new();
-    for (field, present, name) in [
-        (
-            ProfileField::Department,
-            body.department.is_some(),
-            "department",
-        ),
-        (
-            ProfileField::JobTitle,
-            body.job_title.is_some(),
-            "job_title",
-        ),
-        (
-            ProfileField::EmployeeId,
-            body.employee_id.is_some(),
-            "employee_id",
-        ),
-        (
-            ProfileField::CostCenter,
-            body.cost_center.is_some(),
-            "cost_center",
-        ),
-    ] {
-        if present && !allowed(field) {
-            refused.push(FieldError::new(
-                name,
-                "not_self_service",
-                "an administrator sets this field",
-            ));
-        }
-    }
-    if !refused.is_empty() {
-        return Err(ApiError::forbidden(
-            "field_not_self_service",
-            "some fields are set by administrators; see `errors`",
-        )
-        .errors(refused));
-    }
     let mut errs = ValidationErrors::new();
     let p = UserPatch {
         full_name: required_patch(&mut errs, "full_name", body.full_name, DisplayName::parse),
@@ -181,17 +140,8 @@ async fn update_me(
         ..UserPatch::default()
     };
     errs.finish()?;
-    state
-        .store
-        .update_user(
-            caller.tenant_id(),
-            caller.user_id(),
-            p,
-            None,
-            &caller.audit(),
-        )
-        .await?;
-    Ok(Json(me(&state, &caller, &settings).await?))
+    let profile = state.services.update_profile(&caller, p).await?;
+    Ok(Json(me(&caller, profile)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -225,13 +175,8 @@ async fn change_password(
         )]));
     }
     state
-        .auth
-        .change_own_password(
-            &caller.session,
-            body.current_password,
-            body.new_password,
-            &caller.meta,
-        )
+        .services
+        .change_own_password(&caller, body.current_password, body.new_password)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -252,15 +197,13 @@ async fn list_sessions(
     State(state): State<AppState>,
     caller: UserCaller,
 ) -> ApiResult<Json<Vec<SessionView>>> {
-    let sessions = state
-        .auth
-        .sessions(caller.tenant_id(), caller.user_id())
-        .await?;
+    let sessions = state.services.my_sessions(&caller).await?;
+    let current = session_id(&caller);
     Ok(Json(
         sessions
             .into_iter()
             .map(|s| SessionView {
-                current: s.id == caller.session.session_id,
+                current: s.id == current,
                 session: s,
             })
             .collect(),
@@ -280,16 +223,7 @@ async fn revoke_other_sessions(
     State(state): State<AppState>,
     caller: UserCaller,
 ) -> ApiResult<Json<Revoked>> {
-    let revoked = state
-        .auth
-        .revoke(
-            caller.tenant_id(),
-            caller.user_id(),
-            RevokeScope::AllExcept(caller.session.session_id),
-            "revoked_by_user",
-            &caller.audit(),
-        )
-        .await?;
+    let revoked = state.services.revoke_my_sessions(&caller, None).await?;
     Ok(Json(Revoked { revoked }))
 }
 
@@ -306,16 +240,7 @@ async fn revoke_session(
     caller: UserCaller,
     ApiPath(id): ApiPath<SessionId>,
 ) -> ApiResult<StatusCode> {
-    state
-        .auth
-        .revoke(
-            caller.tenant_id(),
-            caller.user_id(),
-            RevokeScope::One(id),
-            "revoked_by_user",
-            &caller.audit(),
-        )
-        .await?;
+    state.services.revoke_my_sessions(&caller, Some(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,7 +264,7 @@ async fn enrol_totp(
     State(state): State<AppState>,
     caller: UserCaller,
 ) -> ApiResult<Json<TotpEnrolmentView>> {
-    let e = state.auth.enrol_totp(&caller.session, &caller.meta).await?;
+    let e = state.services.enrol_totp(&caller).await?;
     Ok(Json(TotpEnrolmentView {
         otpauth_uri: e.otpauth_uri,
         qr_svg: e.qr_svg,
@@ -354,10 +279,7 @@ async fn enrol_totp(
         (status = 404, description = "No TOTP enrolled", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn remove_totp(State(state): State<AppState>, caller: UserCaller) -> ApiResult<StatusCode> {
-    state
-        .auth
-        .remove_totp(&caller.session, &caller.meta)
-        .await?;
+    state.services.remove_totp(&caller).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -389,8 +311,8 @@ async fn confirm_totp(
     ApiJson(body): ApiJson<ConfirmTotp>,
 ) -> ApiResult<Json<RecoveryCodes>> {
     let recovery_codes = state
-        .auth
-        .confirm_totp(&caller.session, body.code.expose_secret(), &caller.meta)
+        .services
+        .confirm_totp(&caller, body.code.expose_secret())
         .await?;
     Ok(Json(RecoveryCodes { recovery_codes }))
 }
@@ -405,9 +327,6 @@ async fn regenerate_recovery_codes(
     State(state): State<AppState>,
     caller: UserCaller,
 ) -> ApiResult<Json<RecoveryCodes>> {
-    let recovery_codes = state
-        .auth
-        .regenerate_recovery_codes(&caller.session, &caller.meta)
-        .await?;
+    let recovery_codes = state.services.regenerate_recovery_codes(&caller).await?;
     Ok(Json(RecoveryCodes { recovery_codes }))
 }

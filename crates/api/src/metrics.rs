@@ -1,6 +1,8 @@
 //! Prometheus metrics, one registry per application instance (no globals, so tests can run
 //! many servers in one process): request count and latency per route, method and status,
-//! and database pool gauges read at scrape time.
+//! and database pool gauges read at scrape time. Every label takes a bounded set of values:
+//! methods (unknown ones are `OTHER`), route templates (unmatched requests are
+//! `unmatched`) and status codes.
 
 use std::time::Duration;
 
@@ -14,9 +16,26 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
+}
+
+/// The method as a label: the standard methods by name, anything else `OTHER`, so that a
+/// client cannot grow the label set (and the process's memory) by inventing methods.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "OTHER",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,7 +110,7 @@ impl Metrics {
 
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let labels = HttpLabels {
-            method: method.to_owned(),
+            method: method_label(method),
             route: route.to_owned(),
             status,
         };

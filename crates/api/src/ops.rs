@@ -31,7 +31,7 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.services.ready()).await {
         Ok(Ok(())) => Json(Health { status: "ready" }).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -52,9 +52,10 @@ fn not_ready() -> Response {
 
 /// Prometheus metrics in the OpenMetrics text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state
-        .metrics
-        .render(state.store.pool_stats(), state.auth.hasher());
+    let body = state.metrics.render(
+        state.services.pool_stats(),
+        state.services.signin().hasher(),
+    );
     (
         [(
             header::CONTENT_TYPE,

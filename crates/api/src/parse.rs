@@ -42,7 +42,7 @@ pub fn required_patch<T>(
     match raw {
         None => None,
         Some(None) => {
-            errs.push(FieldError::new(field, "required", "must not be null"));
+            errs.push(FieldError::new(field, "not_nullable", "must not be null"));
             None
         }
         Some(Some(v)) => errs.check(parse(field, &v)),

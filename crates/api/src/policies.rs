@@ -7,7 +7,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use domain::authz::{NewPolicy, Policy, PolicyEffect, PolicyPatch, PolicyVersion};
+use domain::authz::{NewPolicy, Policy, PolicyEffect, PolicyVersion};
 use domain::values::{Description, Identifier};
 use domain::{FieldError, Patch, PolicyId, ValidationErrors};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,6 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{etag, ApiJson, ApiPath, IfMatch};
-use crate::guard::Target;
 use crate::parse::{optional, patch, required_patch};
 use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
@@ -71,10 +70,7 @@ async fn list_policies(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<Policy>>> {
-    caller
-        .authorize(&state, "policies", "read", Target::Collection)
-        .await?;
-    Ok(Json(state.store.list_policies(caller.tenant_id).await?))
+    Ok(Json(state.services.list_policies(&caller).await?))
 }
 
 /// A new policy.
@@ -82,7 +78,7 @@ async fn list_policies(
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicy {
     /// Unique in the tenant: a lower-case identifier.
-    #[schema(example = "working_hours")]
+    #[schema(example = "working_hours", pattern = "^[a-z][a-z0-9_-]{0,63}$")]
     pub name: String,
     pub description: Option<String>,
     /// One Cedar `permit` or `forbid` statement (at most 64 KiB), valid against the schema
@@ -152,18 +148,10 @@ async fn create_policy(
     ApiJson(body): ApiJson<CreatePolicy>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Policy>)> {
     let draft = PolicyDraft::try_from(body)?;
-    caller
-        .authorize(&state, "policies", "create", Target::Collection)
-        .await?;
-    let effect = state
-        .authz
-        .validate_policy(caller.tenant_id, &draft.source)
-        .await?;
     let policy = state
-        .store
-        .create_policy(caller.tenant_id, draft.into_new(effect), &caller.audit())
+        .services
+        .create_policy(&caller, draft.into_new(PolicyEffect::Permit))
         .await?;
-    state.authz.invalidate(caller.tenant_id);
     let location = format!("/api/v1/policies/{}", policy.id);
     let (mut headers, body) = with_etag(policy);
     if let Ok(v) = header::HeaderValue::from_str(&location) {
@@ -193,11 +181,8 @@ async fn get_schema(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<PolicySchema>> {
-    caller
-        .authorize(&state, "policies", "read", Target::Collection)
-        .await?;
     Ok(Json(PolicySchema {
-        schema: state.authz.schema_text(caller.tenant_id).await?,
+        schema: state.services.policy_schema(&caller).await?,
     }))
 }
 
@@ -217,12 +202,7 @@ async fn get_policy(
     caller: Caller,
     ApiPath(id): ApiPath<PolicyId>,
 ) -> ApiResult<(HeaderMap, Json<Policy>)> {
-    caller
-        .authorize(&state, "policies", "read", Target::Collection)
-        .await?;
-    Ok(with_etag(
-        state.store.get_policy(caller.tenant_id, id).await?,
-    ))
+    Ok(with_etag(state.services.get_policy(&caller, id).await?))
 }
 
 /// A partial update: absent fields are kept, `null` clears the description.
@@ -230,14 +210,14 @@ async fn get_policy(
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, pattern = "^[a-z][a-z0-9_-]{0,63}$", required = false)]
     pub name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, nullable)]
     pub description: Option<Option<String>>,
     /// A new Cedar statement, validated like a new policy's; its effect may change.
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub source: Option<Option<String>>,
     pub active: Option<bool>,
 }
@@ -251,11 +231,11 @@ struct PolicyChange {
 }
 
 impl PolicyChange {
-    fn into_patch(self, effect: Option<PolicyEffect>) -> PolicyPatch {
-        PolicyPatch {
+    fn into_change(self) -> portcullis_services::policies::PolicyChange {
+        portcullis_services::policies::PolicyChange {
             name: self.name,
             description: self.description,
-            source: self.source.zip(effect),
+            source: self.source,
             active: self.active,
         }
     }
@@ -301,30 +281,12 @@ async fn update_policy(
     ApiJson(body): ApiJson<UpdatePolicy>,
 ) -> ApiResult<(HeaderMap, Json<Policy>)> {
     let change = PolicyChange::try_from(body)?;
-    caller
-        .authorize(&state, "policies", "update", Target::Collection)
-        .await?;
-    let effect = match &change.source {
-        Some(source) => Some(
-            state
-                .authz
-                .validate_policy(caller.tenant_id, source)
-                .await?,
-        ),
-        None => None,
-    };
-    let policy = state
-        .store
-        .update_policy(
-            caller.tenant_id,
-            id,
-            change.into_patch(effect),
-            version,
-            &caller.audit(),
-        )
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(with_etag(policy))
+    Ok(with_etag(
+        state
+            .services
+            .update_policy(&caller, id, change.into_change(), version)
+            .await?,
+    ))
 }
 
 /// Delete a policy: it no longer takes part in decisions.
@@ -343,15 +305,7 @@ async fn delete_policy(
     caller: Caller,
     ApiPath(id): ApiPath<PolicyId>,
 ) -> ApiResult<Json<Policy>> {
-    caller
-        .authorize(&state, "policies", "delete", Target::Collection)
-        .await?;
-    let policy = state
-        .store
-        .delete_policy(caller.tenant_id, id, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(Json(policy))
+    Ok(Json(state.services.delete_policy(&caller, id).await?))
 }
 
 /// Every version of a policy, newest first (the current one included).
@@ -370,13 +324,7 @@ async fn list_versions(
     caller: Caller,
     ApiPath(id): ApiPath<PolicyId>,
 ) -> ApiResult<Json<Vec<PolicyVersion>>> {
-    caller
-        .authorize(&state, "policies", "read", Target::Collection)
-        .await?;
     Ok(Json(
-        state
-            .store
-            .list_policy_versions(caller.tenant_id, id)
-            .await?,
+        state.services.list_policy_versions(&caller, id).await?,
     ))
 }

@@ -213,12 +213,12 @@ impl From<Error> for ApiError {
             Error::NotFound { entity } => Self::not_found(format!("{entity} not found")),
             Error::Refused {
                 code,
-                field,
+                fields,
                 reason,
             } => {
                 let mut out = Self::of(code);
-                if let Some(f) = field {
-                    out = out.errors(vec![FieldError::rule(f, code)]);
+                if !fields.is_empty() {
+                    out = out.errors(fields.iter().map(|f| FieldError::rule(*f, code)).collect());
                 }
                 if let Some(r) = reason {
                     out = out.reason(*r);

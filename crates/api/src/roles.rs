@@ -7,8 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use domain::authz::{
-    built_in_permissions, is_built_in_resource, NewPermission, NewRole, Permission, PermissionKey,
-    Role, RoleAssignment, RolePatch, SUPER_ADMIN_ROLE_ID,
+    NewPermission, NewRole, Permission, PermissionKey, Role, RoleAssignment, RolePatch,
 };
 use domain::values::{Description, DisplayName, Identifier};
 use domain::{FieldError, RoleId, UserId, ValidationErrors};
@@ -19,9 +18,8 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiPath2};
-use crate::guard::Target;
 use crate::parse::{self, optional, patch, required_patch};
-use crate::problem::{ApiError, ApiResult, Problem};
+use crate::problem::{ApiResult, Problem};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -54,26 +52,6 @@ pub(crate) fn permission_list(
         .collect()
 }
 
-/// Tenant management is reserved to super administrators: no tenant role can carry it.
-fn refuse_platform_permissions(field: &str, keys: &[PermissionKey]) -> Result<(), ApiError> {
-    let errors: Vec<FieldError> = keys
-        .iter()
-        .filter(|k| k.resource() == "tenants")
-        .map(|k| {
-            FieldError::new(
-                field,
-                "platform_permission",
-                format!("{k} is reserved to super administrators"),
-            )
-        })
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errors))
-    }
-}
-
 /// The permission catalogue: built-in permissions, then the tenant's own.
 #[utoipa::path(get, path = "/api/v1/permissions", tag = "authorization",
     security(("bearer" = [])),
@@ -85,17 +63,7 @@ async fn list_permissions(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<Permission>>> {
-    caller
-        .authorize(&state, "permissions", "read", Target::Collection)
-        .await?;
-    let mut all = built_in_permissions();
-    all.extend(
-        state
-            .store
-            .list_custom_permissions(caller.tenant_id)
-            .await?,
-    );
-    Ok(Json(all))
+    Ok(Json(state.services.list_permissions(&caller).await?))
 }
 
 /// A permission of the tenant's own application.
@@ -103,7 +71,10 @@ async fn list_permissions(
 #[serde(deny_unknown_fields)]
 pub struct CreatePermission {
     /// `resource:action:scope`; the resource must not be one of Portcullis's own.
-    #[schema(example = "invoices:approve:department")]
+    #[schema(
+        example = "invoices:approve:department",
+        pattern = "^[a-z][a-z0-9_-]{0,63}:[a-z][a-z0-9_-]{0,63}:(own|department|all)$"
+    )]
     pub permission: String,
     pub description: Option<String>,
 }
@@ -131,32 +102,12 @@ async fn create_permission(
         body.description,
         Description::parse,
     );
-    if let Some(k) = &key {
-        if is_built_in_resource(k.resource()) {
-            errs.push(FieldError::new(
-                "permission",
-                "built_in_resource",
-                format!(
-                    "'{}' is a Portcullis resource; its permissions are built in",
-                    k.resource()
-                ),
-            ));
-        }
-    }
     errs.finish()?;
     let key = key.ok_or_else(|| domain::Error::internal("validated permission missing"))?;
-    caller
-        .authorize(&state, "permissions", "create", Target::Collection)
-        .await?;
     let created = state
-        .store
-        .create_permission(
-            caller.tenant_id,
-            NewPermission { key, description },
-            &caller.audit(),
-        )
+        .services
+        .create_permission(&caller, NewPermission { key, description })
         .await?;
-    state.authz.invalidate(caller.tenant_id);
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -168,10 +119,7 @@ async fn create_permission(
         (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_roles(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Role>>> {
-    caller
-        .authorize(&state, "roles", "read", Target::Collection)
-        .await?;
-    Ok(Json(state.store.list_roles(caller.tenant_id).await?))
+    Ok(Json(state.services.list_roles(&caller).await?))
 }
 
 /// A new custom role.
@@ -179,7 +127,7 @@ async fn list_roles(State(state): State<AppState>, caller: Caller) -> ApiResult<
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
     /// Unique in the tenant: a lower-case identifier.
-    #[schema(example = "auditor")]
+    #[schema(example = "auditor", pattern = "^[a-z][a-z0-9_-]{0,63}$")]
     pub name: String,
     #[schema(example = "Auditor")]
     pub display_name: String,
@@ -232,18 +180,7 @@ async fn create_role(
     ApiJson(body): ApiJson<CreateRole>,
 ) -> ApiResult<(StatusCode, Json<Role>)> {
     let new = NewRole::try_from(body)?;
-    refuse_platform_permissions("permissions", &new.permissions)?;
-    caller
-        .authorize(&state, "roles", "create", Target::Collection)
-        .await?;
-    caller
-        .may_grant_permissions(&state, &new.permissions)
-        .await?;
-    let role = state
-        .store
-        .create_role(caller.tenant_id, new, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
+    let role = state.services.create_role(&caller, new).await?;
     Ok((StatusCode::CREATED, Json(role)))
 }
 
@@ -261,10 +198,7 @@ async fn get_role(
     caller: Caller,
     ApiPath(id): ApiPath<RoleId>,
 ) -> ApiResult<Json<Role>> {
-    caller
-        .authorize(&state, "roles", "read", Target::Collection)
-        .await?;
-    Ok(Json(state.store.get_role(caller.tenant_id, id).await?))
+    Ok(Json(state.services.get_role(&caller, id).await?))
 }
 
 /// A partial update of a role.
@@ -272,10 +206,10 @@ async fn get_role(
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, pattern = "^[a-z][a-z0-9_-]{0,63}$", required = false)]
     pub name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub display_name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, nullable)]
@@ -323,19 +257,7 @@ async fn update_role(
     ApiJson(body): ApiJson<UpdateRole>,
 ) -> ApiResult<Json<Role>> {
     let patch = RolePatch::try_from(body)?;
-    caller
-        .authorize(&state, "roles", "update", Target::Collection)
-        .await?;
-    let current = state.store.get_role(caller.tenant_id, id).await?;
-    domain::authz::refuse_super_admin(&current)?;
-    // Re-activating a role hands its permissions back to its holders.
-    caller.may_grant_role(&state, &current).await?;
-    let role = state
-        .store
-        .update_role(caller.tenant_id, id, patch, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(Json(role))
+    Ok(Json(state.services.update_role(&caller, id, patch).await?))
 }
 
 /// Delete a custom role; its holders lose it.
@@ -352,15 +274,7 @@ async fn delete_role(
     caller: Caller,
     ApiPath(id): ApiPath<RoleId>,
 ) -> ApiResult<Json<Role>> {
-    caller
-        .authorize(&state, "roles", "delete", Target::Collection)
-        .await?;
-    let role = state
-        .store
-        .delete_role(caller.tenant_id, id, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(Json(role))
+    Ok(Json(state.services.delete_role(&caller, id).await?))
 }
 
 /// The permissions a role carries.
@@ -377,15 +291,8 @@ async fn get_role_permissions(
     caller: Caller,
     ApiPath(id): ApiPath<RoleId>,
 ) -> ApiResult<Json<Vec<PermissionKey>>> {
-    caller
-        .authorize(&state, "roles", "read", Target::Collection)
-        .await?;
     Ok(Json(
-        state
-            .store
-            .get_role(caller.tenant_id, id)
-            .await?
-            .permissions,
+        state.services.get_role(&caller, id).await?.permissions,
     ))
 }
 
@@ -423,17 +330,12 @@ async fn update_role_permissions(
     let add = permission_list(&mut errs, "add", body.add);
     let remove = permission_list(&mut errs, "remove", body.remove);
     errs.finish()?;
-    refuse_platform_permissions("add", &add)?;
-    caller
-        .authorize(&state, "roles", "update", Target::Collection)
-        .await?;
-    caller.may_grant_permissions(&state, &add).await?;
-    let role = state
-        .store
-        .update_role_permissions(caller.tenant_id, id, add, remove, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(Json(role))
+    Ok(Json(
+        state
+            .services
+            .update_role_permissions(&caller, id, add, remove)
+            .await?,
+    ))
 }
 
 /// The roles a user holds directly (expired assignments included, with `expires_at`).
@@ -450,16 +352,7 @@ async fn list_user_roles(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<Json<Vec<RoleAssignment>>> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "users", "read", Target::User(&user))
-        .await?;
-    caller
-        .authorize(&state, "roles", "read", Target::Collection)
-        .await?;
-    Ok(Json(
-        state.store.list_user_roles(caller.tenant_id, id).await?,
-    ))
+    Ok(Json(state.services.list_user_roles(&caller, id).await?))
 }
 
 /// A role to give a user.
@@ -494,31 +387,12 @@ async fn assign_user_role(
     let mut errs = ValidationErrors::new();
     let role_id = errs.check(parse::id::<RoleId>("role_id", &body.role_id));
     let expires_at = optional(&mut errs, "expires_at", body.expires_at, parse::timestamp);
-    if let Err(e) = domain::authz::check_expiry(expires_at, chrono::Utc::now()) {
-        errs.push(e);
-    }
     errs.finish()?;
     let role_id = role_id.ok_or_else(|| domain::Error::internal("validated role missing"))?;
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "roles", "assign", Target::User(&user))
-        .await?;
-    let role = state
-        .store
-        .get_role(caller.tenant_id, role_id)
-        .await
-        .map_err(|e| match e {
-            domain::Error::NotFound { .. } => {
-                FieldError::new("role_id", "unknown_role", "no such role in this tenant").into()
-            }
-            other => other,
-        })?;
-    caller.may_grant_role(&state, &role).await?;
     let (assignment, created) = state
-        .store
-        .assign_role(caller.tenant_id, id, role_id, expires_at, &caller.audit())
+        .services
+        .assign_role(&caller, id, role_id, expires_at)
         .await?;
-    state.authz.invalidate(caller.tenant_id);
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -543,20 +417,7 @@ async fn unassign_user_role(
     caller: Caller,
     ApiPath2(id, role_id): ApiPath2<UserId, RoleId>,
 ) -> ApiResult<Json<RoleAssignment>> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "roles", "assign", Target::User(&user))
-        .await?;
-    if role_id == SUPER_ADMIN_ROLE_ID && !caller.is_platform_admin(&state).await? {
-        return Err(ApiError::forbidden(
-            "super_admin_required",
-            "only a super administrator or a platform-admin API key can take the super administrator role away",
-        ));
-    }
-    let removed = state
-        .store
-        .unassign_role(caller.tenant_id, id, role_id, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(Json(removed))
+    Ok(Json(
+        state.services.unassign_role(&caller, id, role_id).await?,
+    ))
 }

@@ -11,7 +11,7 @@ use domain::auth::ProfileField;
 use domain::users::{NewUser, UserStatus};
 use domain::values::{DisplayName, Email, JsonObject, Username};
 use domain::{SessionId, TenantId, UserId, ValidationErrors};
-use portcullis_auth::service::{Grant, GrantSecrets, Registration, RequestMeta, SignIn};
+use portcullis_services::signin::{Grant, GrantSecrets, Registration, RequestMeta, Step};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{ClientMeta, UserCaller, CSRF_COOKIE, SESSION_COOKIE};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::ApiJson;
 use crate::parse::optional;
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -57,7 +57,7 @@ fn secret(field: &str, value: SecretString) -> ApiResult<SecretString> {
     Ok(value)
 }
 fn checked_ip(state: &AppState, meta: &RequestMeta) -> ApiResult<()> {
-    Ok(state.auth.check_ip_rate(meta.ip)?)
+    Ok(state.services.signin().check_ip_rate(meta.ip)?)
 }
 
 /// How the client holds the session: `token` (default) or `browser` (cookie).
@@ -118,7 +118,7 @@ fn cookie_header(
     http_only: bool,
     max_age: i64,
 ) -> Option<HeaderValue> {
-    let secure = if state.auth.config().secure_cookies {
+    let secure = if state.services.signin().config().secure_cookies {
         "; Secure"
     } else {
         ""
@@ -131,9 +131,9 @@ fn cookie_header(
 }
 
 /// Renders a sign-in step; browser sessions get their cookies.
-fn render(state: &AppState, step: SignIn) -> Response {
+fn render(state: &AppState, step: Step) -> Response {
     match step {
-        SignIn::MfaRequired {
+        Step::MfaRequired {
             mfa_token,
             expires_in,
         } => Json(SignInResponse {
@@ -143,14 +143,14 @@ fn render(state: &AppState, step: SignIn) -> Response {
             ..Default::default()
         })
         .into_response(),
-        SignIn::PasswordChangeRequired { token, expires_in } => Json(SignInResponse {
+        Step::PasswordChangeRequired { token, expires_in } => Json(SignInResponse {
             password_change_required: true,
             password_change_token: Some(token.expose_secret().to_owned()),
             expires_in: Some(expires_in),
             ..Default::default()
         })
         .into_response(),
-        SignIn::Complete(grant) => render_grant(state, *grant),
+        Step::Complete(grant) => render_grant(state, *grant),
     }
 }
 
@@ -269,7 +269,8 @@ async fn register(
         status: UserStatus::Pending,
     };
     let user = state
-        .auth
+        .services
+        .signin()
         .register(
             Registration {
                 tenant: body.tenant,
@@ -325,7 +326,8 @@ async fn login(
 ) -> ApiResult<Response> {
     checked_ip(&state, &meta)?;
     let step = state
-        .auth
+        .services
+        .signin()
         .login(
             &body.tenant,
             &body.login,
@@ -364,7 +366,8 @@ async fn mfa(
 ) -> ApiResult<Response> {
     checked_ip(&state, &meta)?;
     let step = state
-        .auth
+        .services
+        .signin()
         .complete_mfa(
             body.mfa_token.expose_secret(),
             body.code.expose_secret(),
@@ -399,7 +402,8 @@ async fn password_change(
 ) -> ApiResult<Response> {
     checked_ip(&state, &meta)?;
     let step = state
-        .auth
+        .services
+        .signin()
         .complete_password_change(
             body.password_change_token.expose_secret(),
             secret("new_password", body.new_password)?,
@@ -440,7 +444,8 @@ async fn refresh(
 ) -> ApiResult<Json<TokenResponse>> {
     checked_ip(&state, &meta)?;
     let r = state
-        .auth
+        .services
+        .signin()
         .refresh(body.refresh_token.expose_secret(), &meta)
         .await?;
     Ok(Json(TokenResponse {
@@ -460,7 +465,11 @@ async fn refresh(
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn logout(State(state): State<AppState>, caller: UserCaller) -> ApiResult<Response> {
-    state.auth.logout(&caller.session, &caller.meta).await?;
+    state
+        .services
+        .signin()
+        .logout(&caller.session, &caller.meta)
+        .await?;
     let mut headers = HeaderMap::new();
     for (name, http_only) in [(SESSION_COOKIE, true), (CSRF_COOKIE, false)] {
         if let Some(v) = cookie_header(&state, name, "", http_only, 0) {
@@ -477,6 +486,15 @@ pub struct EmailLinkRequest {
     /// The tenant's slug.
     pub tenant: String,
     pub email: String,
+}
+
+impl EmailLinkRequest {
+    /// Refuses an address that cannot be one (422): this says nothing about accounts.
+    fn checked(self) -> Result<Self, ApiError> {
+        domain::values::Email::parse("email", &self.email)
+            .map_err(|e| ApiError::validation(vec![e]))?;
+        Ok(self)
+    }
 }
 
 /// The answer to a request for an emailed link: the same whether or not the address
@@ -502,8 +520,10 @@ async fn magic_link(
     ApiJson(body): ApiJson<EmailLinkRequest>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     checked_ip(&state, &meta)?;
+    let body = body.checked()?;
     state
-        .auth
+        .services
+        .signin()
         .request_magic_link(&body.tenant, &body.email, &meta);
     Ok((
         StatusCode::ACCEPTED,
@@ -537,7 +557,8 @@ async fn magic_link_confirm(
 ) -> ApiResult<Response> {
     checked_ip(&state, &meta)?;
     let step = state
-        .auth
+        .services
+        .signin()
         .complete_magic_link(
             body.token.expose_secret(),
             body.session.map(SessionModeParam::as_str),
@@ -561,8 +582,10 @@ async fn password_reset(
     ApiJson(body): ApiJson<EmailLinkRequest>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     checked_ip(&state, &meta)?;
+    let body = body.checked()?;
     state
-        .auth
+        .services
+        .signin()
         .request_password_reset(&body.tenant, &body.email, &meta);
     Ok((
         StatusCode::ACCEPTED,
@@ -596,7 +619,8 @@ async fn password_reset_confirm(
 ) -> ApiResult<StatusCode> {
     checked_ip(&state, &meta)?;
     state
-        .auth
+        .services
+        .signin()
         .complete_password_reset(
             body.token.expose_secret(),
             secret("password", body.password)?,
@@ -626,7 +650,8 @@ async fn verify_email(
 ) -> ApiResult<StatusCode> {
     checked_ip(&state, &meta)?;
     state
-        .auth
+        .services
+        .signin()
         .verify_email(body.token.expose_secret(), &meta)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -643,8 +668,10 @@ async fn verify_email_resend(
     ApiJson(body): ApiJson<EmailLinkRequest>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
     checked_ip(&state, &meta)?;
+    let body = body.checked()?;
     state
-        .auth
+        .services
+        .signin()
         .request_email_verification(&body.tenant, &body.email, &meta);
     Ok((
         StatusCode::ACCEPTED,
@@ -671,14 +698,18 @@ async fn jwks(State(state): State<AppState>) -> Response {
     ))]
 async fn tenant_jwks(
     State(state): State<AppState>,
-    ApiPath(tenant): ApiPath<TenantId>,
+    axum::extract::Path(tenant): axum::extract::Path<String>,
 ) -> ApiResult<Response> {
-    state.store.get_tenant(tenant).await?;
+    // An issuer URL naming no tenant id names no issuer: 404, like an unknown one.
+    let tenant: TenantId = tenant
+        .parse()
+        .map_err(|_| ApiError::not_found("no such tenant"))?;
+    state.services.signin().tenant_keys(tenant).await?;
     Ok(jwks_response(&state))
 }
 
 fn jwks_response(state: &AppState) -> Response {
-    let mut res = Json(state.auth.jwks()).into_response();
+    let mut res = Json(state.services.signin().jwks()).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=300"),

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use domain::audit::actions;
 use domain::tenants::{
     MaxUsers, NewTenant, Plan, Tenant, TenantListQuery, TenantPatch, TenantSlug, TenantStatus,
 };
@@ -19,7 +18,6 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::guard::Target;
 use crate::parse::{self, optional};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -41,6 +39,7 @@ pub struct CreateTenant {
     /// Defaults to `free`.
     pub plan: Option<Plan>,
     /// Defaults to the plan's quota (free 100, pro 10,000, enterprise unlimited).
+    #[schema(minimum = 1, maximum = 100000000)]
     pub max_users: Option<i64>,
     pub trial_ends_at: Option<DateTime<Utc>>,
     #[schema(value_type = Option<Object>)]
@@ -85,7 +84,7 @@ pub struct UpdateTenant {
     /// Changing the plan without `max_users` moves the quota to the plan's default.
     pub plan: Option<Plan>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 100000000)]
     pub max_users: Option<Option<i64>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<DateTime<Utc>>, nullable)]
@@ -133,8 +132,10 @@ impl TryFrom<UpdateTenant> for TenantPatch {
 #[into_params(parameter_in = Query)]
 pub struct ListTenantsParams {
     /// `active` or `suspended`.
+    #[param(value_type = Option<domain::tenants::TenantStatus>)]
     status: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -159,9 +160,6 @@ async fn list_tenants(
     caller: Caller,
     ApiQuery(p): ApiQuery<ListTenantsParams>,
 ) -> ApiResult<Json<TenantPage>> {
-    caller
-        .authorize(&state, "tenants", "read", Target::Collection)
-        .await?;
     let mut errs = ValidationErrors::new();
     let status = optional(&mut errs, "status", p.status, parse::enum_value);
     let limit = optional(&mut errs, "limit", p.limit, parse::limit).unwrap_or_default();
@@ -172,12 +170,15 @@ async fn list_tenants(
         .transpose()
         .map_err(ApiError::from_query_error)?;
     let page = state
-        .store
-        .list_tenants(&TenantListQuery {
-            status,
-            limit,
-            after,
-        })
+        .services
+        .list_tenants(
+            &caller,
+            &TenantListQuery {
+                status,
+                limit,
+                after,
+            },
+        )
         .await?;
     Ok(Json(TenantPage {
         items: page.items,
@@ -199,13 +200,8 @@ async fn create_tenant(
     caller: Caller,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, HeaderMap, Json<Tenant>)> {
-    caller
-        .authorize(&state, "tenants", "create", Target::Collection)
-        .await?;
-    let tenant = state
-        .store
-        .create_tenant(NewTenant::try_from(body)?, &caller.audit())
-        .await?;
+    let new = NewTenant::try_from(body)?;
+    let tenant = state.services.create_tenant(&caller, new).await?;
     let mut headers = HeaderMap::new();
     if let Ok(v) = header::HeaderValue::from_str(&format!("/api/v1/tenants/{}", tenant.id)) {
         headers.insert(header::LOCATION, v);
@@ -227,10 +223,7 @@ async fn get_tenant(
     caller: Caller,
     ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<Json<Tenant>> {
-    caller
-        .authorize(&state, "tenants", "read", Target::Collection)
-        .await?;
-    Ok(Json(state.store.get_tenant(id).await?))
+    Ok(Json(state.services.get_tenant(&caller, id).await?))
 }
 
 /// Update a tenant (platform admin).
@@ -249,25 +242,10 @@ async fn update_tenant(
     ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
-    caller
-        .authorize(&state, "tenants", "update", Target::Collection)
-        .await?;
     let patch = TenantPatch::try_from(body)?;
-    if id == caller.tenant_id && patch.status == Some(TenantStatus::Suspended) {
-        return Err(own_tenant());
-    }
-    let tenant = state
-        .store
-        .update_tenant(id, patch, actions::TENANT_UPDATE, &caller.audit())
-        .await?;
-    // The tenant's status travels with its keys' cached authentication.
-    state.api_keys.clear();
-    Ok(Json(tenant))
-}
-
-fn own_tenant() -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "own_tenant", "Conflict")
-        .detail("a platform admin cannot suspend the tenant its own key belongs to")
+    Ok(Json(
+        state.services.update_tenant(&caller, id, patch).await?,
+    ))
 }
 
 /// Deactivate (suspend) a tenant (platform admin). Its credentials stop working; its data
@@ -286,20 +264,5 @@ async fn deactivate_tenant(
     caller: Caller,
     ApiPath(id): ApiPath<TenantId>,
 ) -> ApiResult<Json<Tenant>> {
-    caller
-        .authorize(&state, "tenants", "delete", Target::Collection)
-        .await?;
-    if id == caller.tenant_id {
-        return Err(own_tenant());
-    }
-    let patch = TenantPatch {
-        status: Some(TenantStatus::Suspended),
-        ..TenantPatch::default()
-    };
-    let tenant = state
-        .store
-        .update_tenant(id, patch, actions::TENANT_DEACTIVATE, &caller.audit())
-        .await?;
-    state.api_keys.clear();
-    Ok(Json(tenant))
+    Ok(Json(state.services.deactivate_tenant(&caller, id).await?))
 }

@@ -20,7 +20,6 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::credentials::password_input;
 use crate::extract::{etag, ApiJson, ApiPath, ApiQuery, IfMatch};
-use crate::guard::{Reach, Target};
 use crate::parse::{self, optional, patch, required_patch};
 use crate::problem::{ApiError, ApiResult, Problem};
 use crate::state::AppState;
@@ -51,6 +50,7 @@ pub struct CreateUser {
     pub manager_id: Option<String>,
     pub cost_center: Option<String>,
     /// 0–10.
+    #[schema(minimum = 0, maximum = 10)]
     pub clearance_level: Option<i64>,
     /// BCP 47 tag, e.g. `en-GB`.
     pub language: Option<String>,
@@ -122,13 +122,13 @@ impl TryFrom<CreateUser> for NewUser {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub email: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, nullable)]
     pub username: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false)]
     pub full_name: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, nullable)]
@@ -149,7 +149,7 @@ pub struct UpdateUser {
     #[schema(value_type = Option<String>, nullable)]
     pub cost_center: Option<Option<String>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<i64>, nullable)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 0, maximum = 10)]
     pub clearance_level: Option<Option<i64>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
     #[schema(value_type = Option<String>, nullable)]
@@ -159,10 +159,10 @@ pub struct UpdateUser {
     pub avatar_url: Option<Option<String>>,
     /// Replaces the whole object.
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Object, required = false)]
     pub custom_attributes: Option<Option<Map<String, Value>>>,
     #[serde(default, with = "::serde_with::rust::double_option")]
-    #[schema(value_type = Option<domain::users::UserStatus>)]
+    #[schema(value_type = domain::users::UserStatus, required = false)]
     pub status: Option<Option<domain::users::UserStatus>>,
 }
 
@@ -172,7 +172,7 @@ impl TryFrom<UpdateUser> for UserPatch {
     fn try_from(r: UpdateUser) -> Result<Self, Self::Error> {
         let mut errs = ValidationErrors::new();
         let not_null = |errs: &mut ValidationErrors, field: &str| {
-            errs.push(FieldError::new(field, "required", "must not be null"));
+            errs.push(FieldError::new(field, "not_nullable", "must not be null"));
         };
         let clearance_level = match Patch::from(r.clearance_level)
             .try_map(|n| ClearanceLevel::parse("clearance_level", n))
@@ -226,24 +226,31 @@ impl TryFrom<UpdateUser> for UserPatch {
 #[into_params(parameter_in = Query)]
 pub struct ListUsersParams {
     /// `pending`, `active`, `blocked`, `suspended` or `inactive`.
+    #[param(value_type = Option<domain::users::UserStatus>)]
     status: Option<String>,
     /// Exact department.
     department: Option<String>,
     /// Users reporting to this manager.
+    #[param(value_type = Option<uuid::Uuid>)]
     manager_id: Option<String>,
     /// Created at or after (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     created_after: Option<String>,
     /// Created before (RFC 3339).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     created_before: Option<String>,
     /// Search: every word must prefix a word of the name, username or email.
     q: Option<String>,
     /// `name`, `email`, `created` (default) or `last_login`; prefix `-` for descending.
+    #[param(pattern = "^-?(name|email|created|last_login)$")]
     sort: Option<String>,
     /// Page size, 1–200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// `exclude` (default), `include` or `only`.
+    #[param(pattern = "^(exclude|include|only)$")]
     deleted: Option<String>,
 }
 
@@ -311,32 +318,8 @@ async fn list_users(
     caller: Caller,
     ApiQuery(params): ApiQuery<ListUsersParams>,
 ) -> ApiResult<Json<UserPage>> {
-    let mut query = UserListQuery::try_from(params).map_err(ApiError::from_query_error)?;
-    let reach = caller
-        .authorize(&state, "users", "read", Target::Collection)
-        .await?;
-    let page = match reach {
-        Reach::All => state.store.list_users(caller.tenant_id, &query).await?,
-        // A department-wide reader lists their department only; a filter naming another
-        // department finds nothing.
-        Reach::Department(Some(department)) => {
-            if query.department.as_ref().is_some_and(|d| *d != department) {
-                domain::Page {
-                    items: Vec::new(),
-                    next_cursor: None,
-                }
-            } else {
-                query.department = Some(department);
-                state.store.list_users(caller.tenant_id, &query).await?
-            }
-        }
-        Reach::Department(None) | Reach::Own(_) => {
-            // Without a department, or with `own` scope, the caller sees only themself
-            // (when they match the filters). An API key always reaches all.
-            query.id = caller.user_id();
-            state.store.list_users(caller.tenant_id, &query).await?
-        }
-    };
+    let query = UserListQuery::try_from(params).map_err(ApiError::from_query_error)?;
+    let page = state.services.list_users(&caller, query).await?;
     Ok(Json(UserPage {
         items: page.items,
         next_cursor: page.next_cursor,
@@ -359,31 +342,15 @@ async fn create_user(
 ) -> ApiResult<(StatusCode, HeaderMap, Json<User>)> {
     let password = password_input(body.password.take(), body.password_hash.take())?;
     let must_change = body.must_change_password.take().unwrap_or(false);
+    let status_given = body.status.is_some();
     let new = NewUser::try_from(body)?;
-    let reach = caller
-        .authorize(&state, "users", "create", Target::Collection)
-        .await?;
-    // Below `all`, a user may only be created in the caller's own department.
-    let in_reach = match &reach {
-        Reach::All => true,
-        Reach::Department(d) => {
-            d.is_some() && new.department.as_ref().map(|l| l.as_str()) == d.as_deref()
-        }
-        Reach::Own(_) => false,
-    };
-    if !in_reach {
-        return Err(ApiError::forbidden(
-            "forbidden",
-            "you may only create users of your own department",
-        ));
-    }
     let user = state
-        .auth
+        .services
         .create_user(
-            caller.tenant_id,
+            &caller,
             new,
+            status_given,
             password.map(|p| (p, must_change)),
-            &caller.audit(),
         )
         .await?;
     let location = format!("/api/v1/users/{}", user.id);
@@ -408,11 +375,7 @@ async fn get_user(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
-    let user = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "users", "read", Target::User(&user))
-        .await?;
-    Ok(with_etag(user))
+    Ok(with_etag(state.services.get_user(&caller, id).await?))
 }
 
 /// Update a user partially. With `If-Match`, only if the user is still at that version.
@@ -436,34 +399,12 @@ async fn update_user(
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
     let patch = UserPatch::try_from(body)?;
-    let current = state.store.get_user(caller.tenant_id, id).await?;
-    let reach = caller
-        .authorize(&state, "users", "update", Target::User(&current))
-        .await?;
-    if patch.status.is_some_and(|s| s != current.status) {
-        caller
-            .authorize(&state, "users", "block", Target::User(&current))
-            .await?;
-    }
-    // Department, manager and clearance feed authorization decisions: changing them needs
-    // `users:update` over the whole tenant, or a manager could move users (or themself)
-    // between departments.
-    let security_fields = !patch.department.is_keep()
-        || !patch.manager_id.is_keep()
-        || !patch.clearance_level.is_keep();
-    if security_fields && reach != Reach::All {
-        return Err(ApiError::forbidden(
-            "forbidden",
-            "changing department, manager_id or clearance_level needs users:update:all",
-        ));
-    }
-    caller.may_manage(&state, &current).await?;
-    let user = state
-        .store
-        .update_user(caller.tenant_id, id, patch, version, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(with_etag(user))
+    Ok(with_etag(
+        state
+            .services
+            .update_user(&caller, id, patch, version)
+            .await?,
+    ))
 }
 
 /// Soft-delete a user; `POST …/restore` undoes it.
@@ -474,6 +415,7 @@ async fn update_user(
     responses(
         (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The deleted user", body = User),
+        (status = 409, description = "The platform's last active super administrator", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such (non-deleted) user in this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "The user changed since the ETag", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -483,17 +425,9 @@ async fn delete_user(
     ApiPath(id): ApiPath<UserId>,
     IfMatch(version): IfMatch,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
-    let current = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "users", "delete", Target::User(&current))
-        .await?;
-    caller.may_manage(&state, &current).await?;
-    let user = state
-        .store
-        .delete_user(caller.tenant_id, id, version, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(with_etag(user))
+    Ok(with_etag(
+        state.services.delete_user(&caller, id, version).await?,
+    ))
 }
 
 /// Restore a soft-deleted user.
@@ -511,14 +445,5 @@ async fn restore_user(
     caller: Caller,
     ApiPath(id): ApiPath<UserId>,
 ) -> ApiResult<(HeaderMap, Json<User>)> {
-    let current = state.store.get_user(caller.tenant_id, id).await?;
-    caller
-        .authorize(&state, "users", "delete", Target::User(&current))
-        .await?;
-    let user = state
-        .store
-        .restore_user(caller.tenant_id, id, &caller.audit())
-        .await?;
-    state.authz.invalidate(caller.tenant_id);
-    Ok(with_etag(user))
+    Ok(with_etag(state.services.restore_user(&caller, id).await?))
 }

@@ -8,6 +8,9 @@ impl From<crate::passwords::HashError> for domain::Error {
     fn from(e: crate::passwords::HashError) -> Self {
         match e {
             crate::passwords::HashError::Busy { retry_after } => Self::Busy { retry_after },
+            crate::passwords::HashError::TooCostly => {
+                Self::internal("a stored password hash is above the cost bounds")
+            }
             crate::passwords::HashError::Internal(m) => Self::internal(m),
         }
     }

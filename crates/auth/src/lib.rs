@@ -1,7 +1,7 @@
-//! Portcullis authentication services: password hashing on a bounded pool and the
+//! Portcullis authentication mechanisms: password hashing on a bounded pool and the
 //! password policy (`passwords`), signing keys and access tokens (`keys`), TOTP (`totp`),
-//! mail (`mailer`), guessing defences (`ratelimit`), and the sign-in flows that tie them to
-//! the store (`service`). No HTTP here: the `api` crate parses and renders.
+//! mail (`mailer`), guessing defences (`ratelimit`) and secrets (`secrets`). The sign-in
+//! flows that tie them to the store and to the rules are `services::signin`; no HTTP here.
 pub mod config;
 pub mod error;
 pub mod keys;
@@ -9,5 +9,5 @@ pub mod mailer;
 pub mod passwords;
 pub mod ratelimit;
 pub mod secrets;
-pub mod service;
+
 pub mod totp;

@@ -376,14 +376,32 @@ impl Mailer for DevMailer {
             message.kind.as_str()
         );
         let path = self.dir.join(name);
-        tokio::fs::create_dir_all(&self.dir)
-            .await
-            .map_err(|e| MailError::Send(format!("creating {}: {e}", self.dir.display())))?;
-        tokio::fs::write(&path, email.formatted())
+        write_private(&self.dir, &path, &email.formatted())
             .await
             .map_err(|e| MailError::Send(format!("writing {}: {e}", path.display())))?;
         Ok(())
     }
+}
+
+/// Writes `bytes` to a new file at `path` that only this user may read (0600, in a 0700
+/// directory): the messages hold sign-in links.
+async fn write_private(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let mut builder = tokio::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    builder.mode(0o700);
+    builder.create(dir).await?;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+    tokio::io::AsyncWriteExt::flush(&mut file).await
 }
 
 /// Keeps every message in memory, for tests.
@@ -622,6 +640,17 @@ mod tests {
             .to_str()
             .unwrap()
             .ends_with("-email_verification-2.eml"));
+        // They hold sign-in links: readable by this user alone.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for f in &files {
+                let mode = std::fs::metadata(f).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+            }
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{}", dir.display());
+        }
 
         let eml = std::fs::read_to_string(&files[0]).unwrap();
         // Headers, a blank line, then the body (RFC 5322).

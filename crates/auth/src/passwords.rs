@@ -15,7 +15,7 @@ use argon2::password_hash::{PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Version};
 use rand::RngCore as _;
 
-pub use formats::{import_hash, import_keycloak};
+pub use formats::{import_hash, import_keycloak, ImportError};
 pub use policy::check_policy;
 pub use pool::PasswordHasher;
 
@@ -82,6 +82,10 @@ pub enum HashError {
     /// The pool's queue is full; try again after about this long.
     #[error("password hashing is saturated")]
     Busy { retry_after: std::time::Duration },
+    /// The stored hash costs more to verify than the server spends on one attempt (see
+    /// [`import_hash`]); it was never checked.
+    #[error("the stored password hash is too costly to verify")]
+    TooCostly,
     #[error("{0}")]
     Internal(String),
 }
@@ -120,6 +124,9 @@ pub fn verify_password(
 ) -> Result<Verification, HashError> {
     let stored = formats::Stored::parse(stored)
         .map_err(|msg| HashError::Internal(format!("unusable stored password hash: {msg}")))?;
+    if stored.too_costly(params) {
+        return Err(HashError::TooCostly);
+    }
     let matched = stored.verify(password)?;
     Ok(Verification {
         matched,

@@ -70,6 +70,13 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
 
     /// Counts one event for `key`; returns the count in the current window.
     pub fn hit(&self, key: &K) -> u32 {
+        self.take(key, 0).unwrap_or(u32::MAX)
+    }
+
+    /// Counts one event for `key` unless the current window already holds `limit` (0: no
+    /// limit), in one step, so that parallel callers cannot overshoot: the new count, or how
+    /// long until the window ends.
+    pub fn take(&self, key: &K, limit: u32) -> Result<u32, Duration> {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_KEYS && !entries.contains_key(key) {
@@ -83,8 +90,19 @@ impl<K: Eq + Hash + Clone> WindowCounter<K> {
         if now.duration_since(entry.1) >= self.window {
             *entry = (0, now);
         }
+        if limit > 0 && entry.0 >= limit {
+            return Err(self.window.saturating_sub(now.duration_since(entry.1)));
+        }
         entry.0 = entry.0.saturating_add(1);
-        entry.0
+        Ok(entry.0)
+    }
+
+    /// Takes back one event counted for `key` (an attempt that turned out right).
+    pub fn give_back(&self, key: &K) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 
     /// The count in the current window, and how long until the window ends.
@@ -119,6 +137,20 @@ pub fn progressive_delay(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn take_stops_at_the_limit_and_give_back_reopens() {
+        let c = WindowCounter::new(Duration::from_secs(60));
+        for n in 1..=3 {
+            assert_eq!(c.take(&"ip", 3), Ok(n));
+        }
+        assert!(c.take(&"ip", 3).is_err());
+        assert_eq!(c.current(&"ip").0, 3);
+        c.give_back(&"ip");
+        assert_eq!(c.take(&"ip", 3), Ok(3));
+        // Without a limit, counting goes on.
+        assert_eq!(c.take(&"ip", 0), Ok(4));
+    }
 
     #[test]
     fn delay_grows_then_caps() {

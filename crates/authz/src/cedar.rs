@@ -875,25 +875,21 @@ mod tests {
     #[test]
     fn valid_policies_give_their_effect() {
         let c = compiled(&["docs:read"]);
-        let ok = [
+        let cases = [
             (
                 r#"permit(principal, action == Action::"docs:read", resource)
                    when { principal has department && principal.department == "eng" };"#,
-                Some(()),
+                PolicyEffect::Permit,
             ),
             (
                 r#"forbid(principal, action, resource) when { context.risk_score > 80 };"#,
-                None,
+                PolicyEffect::Forbid,
             ),
         ];
-        for (src, _) in ok {
+        for (src, expected) in cases {
             let effect = check_policy(&c.validator, src);
-            assert!(effect.is_ok(), "{src}: {effect:?}");
+            assert_eq!(effect.as_ref().ok(), Some(&expected), "{src}: {effect:?}");
         }
-        assert_eq!(
-            check_policy(&c.validator, ok[1].0).unwrap(),
-            PolicyEffect::Forbid
-        );
     }
 
     #[test]

@@ -23,6 +23,13 @@ use crate::decide::{decide, Principal, PrincipalState, ResourceAttrs, Snapshot};
 use crate::fast_hash::FastMap;
 use crate::model::{is_active, Check, Decision, Effective};
 
+/// The groups and roles the active policies of a tenant name (see [`Engine::policy_names`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyNames {
+    pub groups: std::collections::BTreeSet<String>,
+    pub roles: std::collections::BTreeSet<String>,
+}
+
 /// At most this many principals are cached per tenant; the cache is emptied when full.
 const MAX_PRINCIPALS: usize = 200_000;
 
@@ -172,6 +179,58 @@ impl Engine {
         }))
     }
 
+    /// What the user would hold if active (and not deleted), whatever their status now:
+    /// whether another user may manage them is judged against these rights, so that a
+    /// suspended administrator is not an easy target. `user` is the stored user, as it is;
+    /// `super_admin` and `grants` are those of the active user. None = no such user.
+    pub async fn potential(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Effective>> {
+        let (slot, state) = self.tenant(tenant).await?;
+        let Some(entry) = self.principal(tenant, &slot, &state, user, now).await? else {
+            return Ok(None);
+        };
+        if is_active(&entry.data.user) {
+            return Ok(Some(Effective {
+                user: entry.data.user.clone(),
+                super_admin: entry.state.rights.super_admin,
+                grants: entry.state.rights.grants.clone(),
+            }));
+        }
+        let mut active = entry.data.clone();
+        active.user.status = domain::users::UserStatus::Active;
+        active.user.deleted_at = None;
+        let rights = crate::rights::compute(&state.snapshot.graph, &active, now);
+        Ok(Some(Effective {
+            user: entry.data.user.clone(),
+            super_admin: rights.super_admin,
+            grants: rights.grants,
+        }))
+    }
+
+    /// The groups and roles (by name) that the tenant's active policies name: renaming
+    /// them, or changing who belongs to or holds them, changes what the policies decide.
+    pub async fn policy_names(&self, tenant: TenantId) -> Result<PolicyNames> {
+        let (_, state) = self.tenant(tenant).await?;
+        let mut out = PolicyNames::default();
+        for uid in &state.snapshot.cedar.policies.named {
+            let name = uid.id().unescaped().to_owned();
+            match uid.type_name().basename() {
+                "Group" => {
+                    out.groups.insert(name);
+                }
+                "Role" => {
+                    out.roles.insert(name);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// Parses a Cedar source that must hold exactly one policy statement, validates it
     /// (strict) against the tenant's schema, and returns its effect. Errors:
     /// `domain::Error::Validation` with field "source", code "invalid_policy", message
@@ -189,9 +248,9 @@ impl Engine {
         Ok(state.snapshot.cedar.schema_text.clone())
     }
 
-    /// Drops what is cached for the tenant: the very next check reloads. Called by the HTTP
-    /// layer after every successful change of roles, permissions, assignments, groups,
-    /// memberships, policies and users.
+    /// Drops what is cached for the tenant: the very next check reloads. Called for every
+    /// committed change that can affect decisions (the engine subscribes to the events of
+    /// the outbox: see `services::events`).
     pub fn invalidate(&self, tenant: TenantId) {
         let slot = read(&self.tenants).get(&tenant).cloned();
         if let Some(slot) = slot {

@@ -58,5 +58,5 @@ mod rights;
 mod testdata;
 
 pub use domain::authz::{ActionKey, PermissionKey, PolicyEffect, Scope};
-pub use engine::Engine;
+pub use engine::{Engine, PolicyNames};
 pub use model::{Check, Context, Decision, Effective, Grant, Reason, Resource};

@@ -12,7 +12,12 @@ use crate::tenants::string_enum;
 
 string_enum!(
     /// The kind of actor behind a change.
-    ActorType { ApiKey => "api_key", User => "user", System => "system" }
+    ActorType {
+        ApiKey => "api_key",
+        User => "user",
+        System => "system",
+        Anonymous => "anonymous",
+    }
 );
 
 /// Who acts.
@@ -22,6 +27,9 @@ pub enum Actor {
     User(UserId),
     /// The operator through the CLI, or the server itself (e.g. first-start set-up).
     System,
+    /// Someone not signed in, such as the sender of a failed sign-in (the account it
+    /// names is the event's entity, not its actor).
+    Anonymous,
 }
 
 impl Actor {
@@ -30,6 +38,7 @@ impl Actor {
             Actor::ApiKey(_) => ActorType::ApiKey,
             Actor::User(_) => ActorType::User,
             Actor::System => ActorType::System,
+            Actor::Anonymous => ActorType::Anonymous,
         }
     }
 
@@ -37,7 +46,7 @@ impl Actor {
         match self {
             Actor::ApiKey(id) => Some(id.into_uuid()),
             Actor::User(id) => Some(id.into_uuid()),
-            Actor::System => None,
+            Actor::System | Actor::Anonymous => None,
         }
     }
 }
@@ -113,6 +122,60 @@ pub mod actions {
     pub const POLICY_CREATE: &str = "policy.create";
     pub const POLICY_UPDATE: &str = "policy.update";
     pub const POLICY_DELETE: &str = "policy.delete";
+    pub const SIGNING_KEY_ROTATE: &str = "signing_key.rotate";
+
+    /// Every action above.
+    pub const ALL: &[&str] = &[
+        TENANT_CREATE,
+        TENANT_UPDATE,
+        TENANT_DEACTIVATE,
+        API_KEY_CREATE,
+        API_KEY_REVOKE,
+        USER_CREATE,
+        USER_UPDATE,
+        USER_DELETE,
+        USER_RESTORE,
+        USER_SEED,
+        USER_REGISTER,
+        USER_LOCK,
+        USER_UNLOCK,
+        USER_EMAIL_VERIFY,
+        TENANT_AUTH_SETTINGS_UPDATE,
+        AUTH_LOGIN,
+        AUTH_LOGIN_FAILURE,
+        AUTH_MAGIC_LINK_REQUEST,
+        AUTH_PASSWORD_RESET_REQUEST,
+        AUTH_INVITATION_CREATE,
+        AUTH_EMAIL_VERIFICATION_REQUEST,
+        PASSWORD_SET,
+        PASSWORD_CHANGE,
+        PASSWORD_RESET,
+        SESSION_REVOKE,
+        MFA_TOTP_ENROL,
+        MFA_TOTP_CONFIRM,
+        MFA_TOTP_REMOVE,
+        MFA_RECOVERY_CODE_USE,
+        MFA_RECOVERY_CODES_REGENERATE,
+        PERMISSION_CREATE,
+        ROLE_CREATE,
+        ROLE_UPDATE,
+        ROLE_DELETE,
+        ROLE_PERMISSIONS_UPDATE,
+        ROLE_ASSIGN,
+        ROLE_UNASSIGN,
+        GROUP_CREATE,
+        GROUP_UPDATE,
+        GROUP_DELETE,
+        GROUP_MEMBER_ADD,
+        GROUP_MEMBER_UPDATE,
+        GROUP_MEMBER_REMOVE,
+        GROUP_ROLE_GRANT,
+        GROUP_ROLE_REVOKE,
+        POLICY_CREATE,
+        POLICY_UPDATE,
+        POLICY_DELETE,
+        SIGNING_KEY_ROTATE,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api_keys::KeyHash;
+use crate::code::Code;
 use crate::error::{Error, FieldError};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenants::string_enum;
@@ -37,6 +38,12 @@ string_enum!(
 );
 
 impl ProfileField {
+    /// Whether decisions read this field : only an
+    /// administrator fills it, so a tenant cannot ask its users for it.
+    pub fn is_security(self) -> bool {
+        matches!(self, ProfileField::Department | ProfileField::JobTitle)
+    }
+
     /// Whether `user` still lacks this field.
     pub fn is_missing(self, user: &crate::users::User) -> bool {
         match self {
@@ -176,6 +183,12 @@ impl AuthSettings {
                 "lists a field twice",
             ));
         }
+        if self.profile_fields.iter().any(|f| f.is_security()) {
+            errors.push(FieldError::rule(
+                "profile_fields",
+                Code::SecurityProfileField,
+            ));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -183,12 +196,13 @@ impl AuthSettings {
         }
     }
 
-    /// The profile fields `user` has not filled in yet, in the tenant's order.
+    /// The profile fields `user` has not filled in yet, in the tenant's order (security
+    /// fields a tenant asked for before they were refused are left to administrators).
     pub fn missing_profile_fields(&self, user: &crate::users::User) -> Vec<ProfileField> {
         self.profile_fields
             .iter()
             .copied()
-            .filter(|f| f.is_missing(user))
+            .filter(|f| !f.is_security() && f.is_missing(user))
             .collect()
     }
 }
@@ -253,48 +267,75 @@ impl Credentials {
         matches!(self.locked_until, Some(until) if until > now)
     }
 
-    /// The lock state after a failed sign-in at `now`. A failure while the account is
-    /// locked does not extend the lock: an attacker who keeps guessing cannot keep a victim
-    /// out beyond one lock period after they stop, and every lock lifts by itself.
-    pub fn after_failure(&self, policy: &LockoutPolicy, now: Timestamp) -> LockTransition {
-        let expired_lock = matches!(self.locked_until, Some(until) if until <= now);
+    /// Takes one sign-in attempt before any secret is checked, so that parallel guesses
+    /// cannot outrun the counter: `None` while the account is locked or its window already
+    /// holds `threshold` attempts; otherwise the counters with this attempt counted (as a
+    /// failure until [`Credentials::after_success`] clears them). An expired lock is cleared
+    /// here (`unlocked`) and starts a fresh window.
+    pub fn reserve_attempt(
+        &self,
+        policy: &LockoutPolicy,
+        now: Timestamp,
+    ) -> Option<LockTransition> {
         if self.is_locked(now) {
-            return LockTransition {
-                failed_count: self.failed_count,
-                failed_window_start: self.failed_window_start,
-                locked_until: self.locked_until,
-                locked: false,
-                unlocked: false,
-            };
+            return None;
         }
+        let expired_lock = self.locked_until.is_some();
         let in_window = matches!(
             self.failed_window_start,
             Some(start) if now - start < policy.window
         ) && !expired_lock;
         let (count, start) = if in_window {
-            (
-                self.failed_count.saturating_add(1),
-                self.failed_window_start,
-            )
+            (self.failed_count, self.failed_window_start)
         } else {
-            (1, Some(now))
+            (0, Some(now))
         };
         if count >= policy.threshold {
-            LockTransition {
-                failed_count: 0,
-                failed_window_start: None,
-                locked_until: Some(now + policy.duration),
-                locked: true,
-                unlocked: expired_lock,
-            }
-        } else {
-            LockTransition {
-                failed_count: count,
-                failed_window_start: start,
-                locked_until: None,
-                locked: false,
-                unlocked: expired_lock,
-            }
+            return None;
+        }
+        Some(LockTransition {
+            failed_count: count.saturating_add(1),
+            failed_window_start: start,
+            locked_until: None,
+            locked: false,
+            unlocked: expired_lock,
+        })
+    }
+
+    /// The lock state once a reserved attempt turned out wrong: the account locks when its
+    /// window holds `threshold` failures. A failure while locked does not extend the lock: an
+    /// attacker who keeps guessing cannot keep a victim out beyond one lock period after
+    /// they stop, and every lock lifts by itself.
+    pub fn after_failure(&self, policy: &LockoutPolicy, now: Timestamp) -> LockTransition {
+        let unchanged = LockTransition {
+            failed_count: self.failed_count,
+            failed_window_start: self.failed_window_start,
+            locked_until: self.locked_until,
+            locked: false,
+            unlocked: false,
+        };
+        if self.is_locked(now) || self.failed_count < policy.threshold {
+            return unchanged;
+        }
+        LockTransition {
+            failed_count: 0,
+            failed_window_start: None,
+            locked_until: Some(now + policy.duration),
+            locked: true,
+            unlocked: false,
+        }
+    }
+
+    /// The counters once a reserved attempt turned out right: it no longer counts (the
+    /// sign-in may still stop at a later step; a completed one clears everything, see
+    /// [`Credentials::after_success`]).
+    pub fn after_right_attempt(&self) -> LockTransition {
+        LockTransition {
+            failed_count: self.failed_count.saturating_sub(1),
+            failed_window_start: self.failed_window_start,
+            locked_until: self.locked_until,
+            locked: false,
+            unlocked: false,
         }
     }
 
@@ -497,30 +538,55 @@ mod tests {
         c.locked_until = t.locked_until;
     }
 
+    /// One wrong attempt: reserved, then confirmed as a failure.
+    fn fail(c: &mut Credentials, p: &LockoutPolicy, at: Timestamp) -> Option<LockTransition> {
+        let reserved = c.reserve_attempt(p, at)?;
+        apply(c, reserved);
+        let t = c.after_failure(p, at);
+        apply(c, t);
+        Some(LockTransition {
+            unlocked: reserved.unlocked,
+            ..t
+        })
+    }
+
     #[test]
     fn five_failures_lock_and_the_lock_lifts_by_itself() {
         let p = LockoutPolicy::default();
         let mut c = creds();
         let t0 = crate::time::now();
         for i in 0..4 {
-            let t = c.after_failure(&p, t0 + TimeDelta::seconds(i));
+            let t = fail(&mut c, &p, t0 + TimeDelta::seconds(i)).unwrap();
             assert!(!t.locked);
-            apply(&mut c, t);
         }
         assert_eq!(c.failed_count, 4);
-        let t = c.after_failure(&p, t0 + TimeDelta::seconds(5));
+        let t = fail(&mut c, &p, t0 + TimeDelta::seconds(5)).unwrap();
         assert!(t.locked);
-        apply(&mut c, t);
         assert!(c.is_locked(t0 + TimeDelta::minutes(10)));
-        // Failures during the lock do not extend it.
-        let t = c.after_failure(&p, t0 + TimeDelta::minutes(14));
-        assert!(!t.locked);
-        assert_eq!(t.locked_until, c.locked_until);
+        // No attempt while locked: nothing is checked, and the lock is not extended.
+        assert_eq!(c.reserve_attempt(&p, t0 + TimeDelta::minutes(14)), None);
         assert!(!c.is_locked(t0 + TimeDelta::minutes(16)));
-        // The first failure after the lock starts a fresh window and records the unlock.
-        let t = c.after_failure(&p, t0 + TimeDelta::minutes(16));
+        // The first attempt after the lock starts a fresh window and records the unlock.
+        let t = fail(&mut c, &p, t0 + TimeDelta::minutes(16)).unwrap();
         assert!(t.unlocked && !t.locked);
-        assert_eq!(t.failed_count, 1);
+        assert_eq!(c.failed_count, 1);
+    }
+
+    #[test]
+    fn attempts_are_taken_before_checking() {
+        // Six attempts at once: five get a slot, the sixth none, whatever their outcome.
+        let p = LockoutPolicy::default();
+        let mut c = creds();
+        let t0 = crate::time::now();
+        for _ in 0..5 {
+            let r = c.reserve_attempt(&p, t0).unwrap();
+            apply(&mut c, r);
+        }
+        assert_eq!(c.reserve_attempt(&p, t0), None);
+        // One of them was right: the counters clear and attempts open again.
+        let ok = c.after_success(t0);
+        apply(&mut c, ok);
+        assert!(c.reserve_attempt(&p, t0).is_some());
     }
 
     #[test]
@@ -529,8 +595,7 @@ mod tests {
         let mut c = creds();
         let t0 = crate::time::now();
         for i in 0..4 {
-            let t = c.after_failure(&p, t0 + TimeDelta::minutes(i * 5));
-            apply(&mut c, t);
+            fail(&mut c, &p, t0 + TimeDelta::minutes(i * 5)).unwrap();
         }
         // 0, 5, 10 in one window; 15 starts a new one.
         assert_eq!(c.failed_count, 1);

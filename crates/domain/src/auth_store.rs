@@ -10,24 +10,25 @@
 //! - a single-use token is consumed at most once, and never after it expires;
 //! - a TOTP time step is accepted at most once per user (`use_totp_step`), a recovery code
 //!   at most once;
-//! - a user who is blocked, suspended, made inactive or deleted (through `update_user` or
-//!   `delete_user`) loses every session in the same transaction;
-//! - a user whose email changes (through `update_user`) is no longer email-verified: the
-//!   verification was of the old address.
+//! - a session is created only for an active user of an active tenant, re-checked inside
+//!   the transaction that inserts it.
+//!
+//! What a change of a user means for sign-in (sessions revoked when disabled, the email
+//! verification and emailed links voided when the address changes) is the services' rule,
+//! written with [`crate::store::Tx`].
 
 use async_trait::async_trait;
 
 use crate::api_keys::KeyHash;
 use crate::audit::{AuditContext, AuditEvent};
 use crate::auth::{
-    AuthSettings, BrowserSession, Credentials, LockTransition, LockoutPolicy, NewPassword,
-    NewSession, OneTimeToken, RefreshOutcome, RevokeScope, Session, SigningKeyRecord, TokenPurpose,
-    TotpCredential,
+    AuthSettings, BrowserSession, Credentials, NewPassword, NewSession, OneTimeToken,
+    RefreshOutcome, RevokeScope, Session, SigningKeyRecord, TokenPurpose, TotpCredential,
 };
 use crate::error::Result;
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::time::Timestamp;
-use crate::users::{NewUser, User};
+use crate::users::User;
 
 #[async_trait]
 pub trait AuthStore: Send + Sync + 'static {
@@ -35,27 +36,8 @@ pub trait AuthStore: Send + Sync + 'static {
 
     /// The tenant's settings; the defaults when never set.
     async fn get_auth_settings(&self, tenant: TenantId) -> Result<AuthSettings>;
-    /// Replaces the settings (audit `tenant.auth_settings.update`, before/after).
-    async fn put_auth_settings(
-        &self,
-        tenant: TenantId,
-        settings: &AuthSettings,
-        ctx: &AuditContext,
-    ) -> Result<AuthSettings>;
 
     // --- users with credentials ---
-
-    /// `create_user` with an initial password (stored and put in the history) in the same
-    /// transaction. `action` is the audit action of the creation (`user.create` or
-    /// `user.register`).
-    async fn create_user_with_password(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        password: Option<NewPassword>,
-        action: &'static str,
-        ctx: &AuditContext,
-    ) -> Result<User>;
 
     /// The non-deleted user whose email or username equals `login`, case-insensitively,
     /// with their credentials.
@@ -100,18 +82,6 @@ pub trait AuthStore: Send + Sync + 'static {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<bool>;
-
-    /// Records a failed sign-in of `user`: applies [`Credentials::after_failure`] to the
-    /// current row under a lock, writes `auth.login_failure` (entity the user, `after`
-    /// `{"reason": reason}`), plus `user.lock` or `user.unlock` when the transition says so.
-    async fn record_login_failure(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        policy: &LockoutPolicy,
-        reason: &str,
-        ctx: &AuditContext,
-    ) -> Result<LockTransition>;
 
     /// Marks the address verified if the user's email still equals `email`
     /// (case-insensitively); audit `user.email_verify`. `false` when it changed since.
@@ -205,13 +175,16 @@ pub trait AuthStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<OneTimeToken>>;
 
-    /// Counts a failed attempt against a token; at `max_attempts` it is used up.
-    async fn fail_one_time_token(
+    /// Takes one attempt at a valid token before what it guards is checked: `true` while
+    /// fewer than `max_attempts` were taken, in one statement, so that parallel guesses
+    /// cannot take more.
+    async fn reserve_token_attempt(
         &self,
         purpose: TokenPurpose,
         hash: &KeyHash,
         max_attempts: u32,
-    ) -> Result<()>;
+        now: Timestamp,
+    ) -> Result<bool>;
 
     // --- TOTP and recovery codes ---
 
@@ -274,8 +247,9 @@ pub trait AuthStore: Send + Sync + 'static {
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
 
     /// Adds a key that becomes the current one: every key not yet retired gets
-    /// `retired_at` = `key.created_at`.
-    async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+    /// `retired_at` = `key.created_at`; `events` (the rotation's audit records) are written
+    /// in the same transaction.
+    async fn add_signing_key(&self, key: &SigningKeyRecord, events: &[AuditEvent]) -> Result<()>;
 
     // --- housekeeping ---
 

@@ -642,12 +642,7 @@ pub fn check_no_cycle(
     let mut steps = 0usize;
     while let Some(g) = at {
         if g == group || steps > 100_000 {
-            return Err(FieldError::new(
-                "parent_id",
-                "cycle",
-                "the group would become its own ancestor",
-            )
-            .into());
+            return Err(FieldError::rule("parent_id", crate::Code::GroupCycle).into());
         }
         at = parent_of(g);
         steps += 1;
@@ -897,6 +892,28 @@ fn keys(list: &[&str]) -> Vec<PermissionKey> {
 
 /// The roles every tenant starts with: `admin` (everything in the tenant), `manager` (the
 /// users of their own department) and `user` (their own profile and the directory).
+impl DefaultRole {
+    /// The role as a new tenant is given it.
+    pub fn into_role(&self, tenant: TenantId, now: DateTime<Utc>) -> Role {
+        let mut permissions = self.permissions.clone();
+        permissions.sort();
+        permissions.dedup();
+        Role {
+            id: RoleId::new(),
+            tenant_id: Some(tenant),
+            name: self.name.to_owned(),
+            display_name: self.display_name.to_owned(),
+            description: Some(self.description.to_owned()),
+            role_type: RoleType::System,
+            priority: self.priority,
+            active: true,
+            permissions,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 pub fn default_roles() -> Vec<DefaultRole> {
     let admin: Vec<PermissionKey> = BUILT_IN_RESOURCES
         .iter()

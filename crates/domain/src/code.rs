@@ -62,7 +62,7 @@ codes! {
     MalformedJson = "malformed_json", BadRequest, "the request body is not valid JSON";
     UnreadableBody = "unreadable_body", BadRequest, "the request body could not be read";
     InvalidRequest = "invalid_request", BadRequest, "one or more parameters are invalid; see `errors`";
-    InvalidIfMatch = "invalid_if_match", BadRequest, "If-Match must be an ETag, such as \"3\" or W/\"3\", or *";
+    InvalidIfMatch = "invalid_if_match", BadRequest, "If-Match must name one version, such as \"3\" or W/\"3\", or be *";
     InvalidMfaToken = "invalid_mfa_token", BadRequest, "the MFA token is not valid or has expired; sign in again";
     InvalidMfaCode = "invalid_mfa_code", BadRequest, "the code is wrong or was already used";
     InvalidMagicLink = "invalid_magic_link", BadRequest, "the link is not valid, was already used or has expired";
@@ -133,6 +133,7 @@ codes! {
 
     // --- 412, 413, 415
     PreconditionFailed = "precondition_failed", PreconditionFailed, "the resource changed since the ETag sent in If-Match; read it again";
+    UnknownEtag = "etag_mismatch", PreconditionFailed, "the ETag sent in If-Match is not the current version of the resource; read it again";
     PayloadTooLarge = "payload_too_large", PayloadTooLarge, "the request body exceeds the configured limit";
     UnsupportedMediaType = "unsupported_media_type", UnsupportedMediaType, "send the body as JSON with Content-Type: application/json";
 
@@ -147,6 +148,7 @@ codes! {
     UnknownAction = "unknown_action", Unprocessable, "neither a built-in action nor one this tenant defined";
     SuperAdminNotForGroups = "super_admin_not_for_groups", Unprocessable, "the super administrator role is given to users, not to groups";
     SuperAdminNoExpiry = "super_admin_no_expiry", Unprocessable, "the platform's last permanent super administrator cannot be given an expiry";
+    SecurityProfileField = "security_profile_field", Unprocessable, "department and job title feed authorization decisions: administrators set them, users cannot be asked to fill them";
     PlatformPermission = "platform_permission", Unprocessable, "tenant management is reserved to super administrators: no tenant role can carry it";
     BuiltInResource = "built_in_resource", Unprocessable, "this is a Portcullis resource; its permissions are built in";
     ScopeNotApplicable = "scope_not_applicable", Unprocessable, "records of this resource have no owner or department: only scope `all` can be granted";

@@ -90,12 +90,12 @@ pub enum Error {
     NotFound { entity: &'static str },
     /// A rule refuses the request: a conflict with stored data, a missing permission, a
     /// credential that does not authenticate, a token that does not work. The code (from
-    /// the catalogue) says which and how it is answered; `field` names the request field
+    /// the catalogue) says which and how it is answered; `fields` name the request fields
     /// it is about, `reason` carries structured details (e.g. an authorization decision).
     #[error("{}", code.message())]
     Refused {
         code: Code,
-        field: Option<&'static str>,
+        fields: Vec<&'static str>,
         reason: Option<Box<Value>>,
     },
     /// `If-Match` named a version that is no longer current.
@@ -132,7 +132,7 @@ impl Error {
     pub fn refused(code: Code) -> Self {
         Error::Refused {
             code,
-            field: None,
+            fields: Vec::new(),
             reason: None,
         }
     }
@@ -141,7 +141,16 @@ impl Error {
     pub fn refused_field(code: Code, field: &'static str) -> Self {
         Error::Refused {
             code,
-            field: Some(field),
+            fields: vec![field],
+            reason: None,
+        }
+    }
+
+    /// A refusal by the rule `code` about several request fields.
+    pub fn refused_fields(code: Code, fields: Vec<&'static str>) -> Self {
+        Error::Refused {
+            code,
+            fields,
             reason: None,
         }
     }
@@ -154,9 +163,9 @@ impl Error {
     /// Adds structured details to a refusal (other errors are returned unchanged).
     pub fn with_reason(self, reason: Value) -> Self {
         match self {
-            Error::Refused { code, field, .. } => Error::Refused {
+            Error::Refused { code, fields, .. } => Error::Refused {
                 code,
-                field,
+                fields,
                 reason: Some(Box::new(reason)),
             },
             other => other,

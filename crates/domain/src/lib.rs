@@ -10,11 +10,14 @@ pub mod authz;
 pub mod authz_store;
 pub mod code;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod page;
 pub mod patch;
 pub mod store;
 pub mod tenants;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod time;
 pub mod users;
 pub mod values;

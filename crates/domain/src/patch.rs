@@ -26,6 +26,10 @@ impl<T> Patch<T> {
         matches!(self, Patch::Keep)
     }
 
+    pub fn is_set(&self) -> bool {
+        matches!(self, Patch::Set(_))
+    }
+
     /// Converts the value inside, keeping the variant.
     pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Patch<U>, E> {
         Ok(match self {

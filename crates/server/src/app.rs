@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use api::{AppState, HttpSettings};
 use axum::Router;
-use domain::audit::AuditContext;
 use domain::tenants::{NewTenant, Plan, TenantSlug, DEFAULT_TENANT_SLUG};
 use domain::values::{DisplayName, JsonObject};
 use domain::{Error, Store};
@@ -24,7 +23,7 @@ use portcullis_auth::config::AuthConfig;
 use portcullis_auth::keys::{MasterKey, SigningAlgorithm};
 use portcullis_auth::mailer::{DevMailer, Mailer, SmtpMailer, SmtpSettings, SmtpTls};
 use portcullis_auth::passwords::Argon2Params;
-use portcullis_auth::service::AuthService;
+use portcullis_services::{self as services, Actor, Services};
 use secrecy::SecretString;
 
 use crate::config::{Config, DatabaseTarget, MailTransport, SmtpTlsMode};
@@ -53,15 +52,52 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-/// Applies migrations and creates the `default` tenant on first start.
+/// Applies migrations.
 pub async fn prepare(store: &dyn Store) -> anyhow::Result<()> {
-    store.migrate().await.context("migration failed")?;
-    ensure_default_tenant(store).await
+    store.migrate().await.context("migration failed")
 }
 
-async fn ensure_default_tenant(store: &dyn Store) -> anyhow::Result<()> {
+/// The services over a migrated `store`, with the configured mailer (or `mailer`, which
+/// replaces it: the test suite reads messages from memory); creates the `default` tenant
+/// on first start.
+pub async fn services(
+    store: Arc<dyn Store>,
+    config: &Config,
+    mailer_override: Option<Arc<dyn Mailer>>,
+) -> anyhow::Result<Arc<Services>> {
+    let services = start_services(store, config, mailer_override).await?;
+    ensure_default_tenant(&services).await?;
+    Ok(services)
+}
+
+/// The services over `store` as `config` sets them up, without the default tenant.
+pub async fn start_services(
+    store: Arc<dyn Store>,
+    config: &Config,
+    mailer_override: Option<Arc<dyn Mailer>>,
+) -> anyhow::Result<Arc<Services>> {
+    let mailer = match mailer_override {
+        Some(m) => m,
+        None => mailer(config)?,
+    };
+    let services = Services::start(
+        store,
+        services::Config {
+            auth: auth_config(config)?,
+            master: master_key(config)?,
+            mailer,
+            api_key_cache_ttl: Duration::from_secs(config.http.api_key_cache_seconds),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the services: {e}"))?;
+    Ok(services)
+}
+
+async fn ensure_default_tenant(services: &Services) -> anyhow::Result<()> {
+    let operator = Actor::operator();
     let slug = TenantSlug::parse("slug", DEFAULT_TENANT_SLUG)?;
-    match store.get_tenant_by_slug(&slug).await {
+    match services.tenant_by_slug(&operator, &slug).await {
         Ok(_) => return Ok(()),
         Err(Error::NotFound { .. }) => {}
         Err(e) => return Err(e).context("cannot read the default tenant"),
@@ -74,7 +110,7 @@ async fn ensure_default_tenant(store: &dyn Store) -> anyhow::Result<()> {
         trial_ends_at: None,
         settings: JsonObject::default(),
     };
-    match store.create_tenant(new, &AuditContext::system()).await {
+    match services.create_tenant(&operator, new).await {
         Ok(t) => {
             tracing::info!(tenant = %t.id, "created the default tenant");
             Ok(())
@@ -159,82 +195,19 @@ pub fn mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
     })
 }
 
-/// The HTTP application over a prepared `store`; `mailer` replaces the configured one
-/// (the test suite reads messages from memory).
-pub async fn router(
-    store: Arc<dyn Store>,
-    config: &Config,
-    mailer_override: Option<Arc<dyn Mailer>>,
-) -> anyhow::Result<Router> {
+/// The HTTP application over `services`, whose background work (reading the outbox,
+/// housekeeping) starts here.
+pub fn router(services: Arc<Services>, config: &Config) -> Router {
     let settings = HttpSettings {
         max_body_bytes: config.http.max_body_bytes,
     };
-    let mailer = match mailer_override {
-        Some(m) => m,
-        None => mailer(config)?,
-    };
-    let auth = AuthService::start(
-        store.clone(),
-        master_key(config)?,
-        mailer,
-        auth_config(config)?,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("cannot start authentication: {e}"))?;
-    spawn_housekeeping(Arc::downgrade(&auth));
-    let authz = Arc::new(portcullis_authz::Engine::new(store.clone()));
-    spawn_authz_sync(Arc::downgrade(&authz));
-    let state = AppState::new(store, auth, authz)
-        .with_api_key_cache(Duration::from_secs(config.http.api_key_cache_seconds));
-    Ok(api::app(state, &settings))
+    services.run_background(OUTBOX_POLL);
+    api::app(AppState::new(services), &settings)
 }
 
-/// Every minute: picks up signing keys added by another replica or by `portcullis keys
-/// rotate`, and forgets idle rate-limit state; every hour: deletes ended sessions and
-/// expired single-use tokens. Stops when the service is dropped.
-fn spawn_housekeeping(auth: std::sync::Weak<AuthService>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        tick.tick().await;
-        let mut minutes: u64 = 0;
-        loop {
-            tick.tick().await;
-            let Some(auth) = auth.upgrade() else { break };
-            if let Err(e) = auth.reload_keys().await {
-                tracing::warn!(error = %e, "could not reload signing keys");
-            }
-            auth.prune_rate_limits();
-            minutes += 1;
-            if minutes.is_multiple_of(60) {
-                match auth.prune().await {
-                    Ok(n) => {
-                        tracing::info!(deleted = n, "pruned ended sessions and expired tokens")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not prune sessions and tokens"),
-                }
-            }
-        }
-    });
-}
-
-/// Every second: drops cached authorization data of tenants changed by another replica
-/// (this replica's own changes invalidate the cache at once). Stops when the engine is
-/// dropped.
-fn spawn_authz_sync(engine: std::sync::Weak<portcullis_authz::Engine>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(engine) = engine.upgrade() else {
-                break;
-            };
-            if let Err(e) = engine.sync().await {
-                tracing::warn!(error = %e, "could not read authorization versions");
-            }
-        }
-    });
-}
+/// How often a serving replica reads the outbox for the changes of other replicas and of
+/// the CLI (its own reach its caches at once).
+const OUTBOX_POLL: Duration = Duration::from_millis(500);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then waits up to `grace` for
 /// in-flight requests.

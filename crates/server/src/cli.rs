@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use domain::api_keys::ApiKey;
-use domain::audit::AuditContext;
 use domain::tenants::{MaxUsers, NewTenant, Plan, Tenant, TenantListQuery, TenantSlug};
 use domain::values::{DisplayName, JsonObject};
-use domain::{ApiKeyId, Store};
+use domain::ApiKeyId;
+use portcullis_services::{Actor, Services};
 use serde_json::json;
 
 use crate::config::Config;
@@ -173,24 +173,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Config(_) => Ok(()),
+        Command::Migrate => {
+            let store = app::open_store(&config).await?;
+            app::prepare(store.as_ref()).await?;
+            print(cli.json, &json!({"migrated": true}), "migrations applied");
+            Ok(())
+        }
         command => {
             let store = app::open_store(&config).await?;
             app::prepare(store.as_ref()).await?;
+            let services = app::services(store, &config, None).await?;
             match command {
-                Command::Migrate => {
-                    print(cli.json, &json!({"migrated": true}), "migrations applied");
-                    Ok(())
-                }
-                Command::Tenant(c) => tenant(store.as_ref(), c, cli.json).await,
-                Command::ApiKey(c) => api_key(store.as_ref(), c, cli.json).await,
-                Command::Keys(c) => keys_command(store.as_ref(), &config, c, cli.json).await,
+                Command::Tenant(c) => tenant(&services, c, cli.json).await,
+                Command::ApiKey(c) => api_key(&services, c, cli.json).await,
+                Command::Keys(c) => keys_command(&services, &config, c, cli.json).await,
                 Command::Dev(DevCommand::Seed {
                     tenant,
                     users,
                     batch,
                 }) => {
-                    let report =
-                        seed::seed(store.as_ref(), &tenant, users, batch, !cli.json).await?;
+                    let report = seed::seed(&services, &tenant, users, batch, !cli.json).await?;
                     print(
                         cli.json,
                         &json!({"inserted": report.inserted, "seconds": report.elapsed.as_secs_f64(), "per_second": report.rate()}),
@@ -217,11 +219,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         policies,
                         seed,
                     };
-                    let report = seed_authz::seed_authz(store.clone(), &opts, !cli.json).await?;
+                    let report = seed_authz::seed_authz(&services, &opts, !cli.json).await?;
                     print(cli.json, &report.to_json(), &report.summary());
                     Ok(())
                 }
-                Command::Serve | Command::Config(_) => Ok(()),
+                Command::Serve | Command::Config(_) | Command::Migrate => Ok(()),
             }
         }
     }
@@ -254,23 +256,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Everything that can take a while (keys, caches) is ready before the port accepts
     // connections: a client, or a SIGTERM, arriving early finds a server that can answer
     // or shut down cleanly.
-    let router = app::router(store, &config, None).await?;
+    let services = app::services(store, &config, None).await?;
+    let router = app::router(services.clone(), &config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %target, "portcullis listening on http://{addr}");
-    app::serve(
-        listener,
-        router,
-        app::shutdown_signal(),
-        Duration::from_secs(config.http.shutdown_grace_seconds),
-    )
-    .await
+    let grace = Duration::from_secs(config.http.shutdown_grace_seconds);
+    app::serve(listener, router, app::shutdown_signal(), grace).await?;
+    // Emails the last requests started are sent before the process ends.
+    if tokio::time::timeout(grace, services.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; unsent emails are dropped");
+    }
+    Ok(())
 }
 
 async fn keys_command(
-    store: &dyn Store,
+    services: &Services,
     config: &Config,
     c: KeysCommand,
     json: bool,
@@ -282,8 +288,8 @@ async fn keys_command(
                 .unwrap_or(&config.auth.signing_algorithm)
                 .parse::<portcullis_auth::keys::SigningAlgorithm>()
                 .map_err(|_| anyhow::anyhow!("--algorithm must be EdDSA or ES256"))?;
-            let master = app::master_key(config)?;
-            let key = portcullis_auth::service::rotate_signing_key(store, &master, algorithm)
+            let key = services
+                .rotate_signing_key(&Actor::operator(), algorithm)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot rotate: {e}"))?;
             print(
@@ -293,7 +299,7 @@ async fn keys_command(
             );
         }
         KeysCommand::List => {
-            let keys = store.list_signing_keys().await?;
+            let keys = services.list_signing_keys(&Actor::operator()).await?;
             let rows: Vec<serde_json::Value> = keys
                 .iter()
                 .map(|k| json!({"kid": k.kid, "algorithm": k.algorithm, "created_at": k.created_at, "retired_at": k.retired_at}))
@@ -321,7 +327,8 @@ fn tenant_json(t: &Tenant) -> serde_json::Value {
     serde_json::to_value(t).unwrap_or_default()
 }
 
-async fn tenant(store: &dyn Store, c: TenantCommand, json: bool) -> anyhow::Result<()> {
+async fn tenant(services: &Services, c: TenantCommand, json: bool) -> anyhow::Result<()> {
+    let operator = Actor::operator();
     match c {
         TenantCommand::Create(a) => {
             let plan: Plan = a.plan.parse().map_err(|m| anyhow::anyhow!("--plan {m}"))?;
@@ -336,8 +343,8 @@ async fn tenant(store: &dyn Store, c: TenantCommand, json: bool) -> anyhow::Resu
                 trial_ends_at: None,
                 settings: JsonObject::default(),
             };
-            let t = store
-                .create_tenant(new, &AuditContext::system())
+            let t = services
+                .create_tenant(&operator, new)
                 .await
                 .with_context(|| format!("cannot create tenant {}", a.slug))?;
             print(
@@ -350,12 +357,15 @@ async fn tenant(store: &dyn Store, c: TenantCommand, json: bool) -> anyhow::Resu
             let mut all = Vec::new();
             let mut after = None;
             loop {
-                let page = store
-                    .list_tenants(&TenantListQuery {
-                        after,
-                        limit: domain::page::PageSize::new(Some(200))?,
-                        ..TenantListQuery::default()
-                    })
+                let page = services
+                    .list_tenants(
+                        &operator,
+                        &TenantListQuery {
+                            after,
+                            limit: domain::page::PageSize::new(Some(200))?,
+                            ..TenantListQuery::default()
+                        },
+                    )
                     .await?;
                 all.extend(page.items);
                 match page.next_cursor {
@@ -395,7 +405,8 @@ fn key_json(k: &ApiKey) -> serde_json::Value {
     serde_json::to_value(k).unwrap_or_default()
 }
 
-async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Result<()> {
+async fn api_key(services: &Services, c: ApiKeyCommand, json: bool) -> anyhow::Result<()> {
+    let operator = Actor::operator();
     match c {
         ApiKeyCommand::Create {
             tenant,
@@ -403,7 +414,7 @@ async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Res
             platform_admin,
         } => {
             let (key, generated) =
-                keys::create_api_key(store, &tenant, &name, platform_admin).await?;
+                keys::create_api_key(services, &tenant, &name, platform_admin).await?;
             if json {
                 let mut v = key_json(&key);
                 if let Some(obj) = v.as_object_mut() {
@@ -421,10 +432,10 @@ async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Res
             }
         }
         ApiKeyCommand::List { tenant } => {
-            let t = store
-                .get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?)
+            let t = services
+                .tenant_by_slug(&operator, &TenantSlug::parse("--tenant", &tenant)?)
                 .await?;
-            let list = store.list_api_keys(t.id).await?;
+            let list = services.list_api_keys(&operator, t.id).await?;
             if json {
                 println!(
                     "{}",
@@ -448,15 +459,13 @@ async fn api_key(store: &dyn Store, c: ApiKeyCommand, json: bool) -> anyhow::Res
             }
         }
         ApiKeyCommand::Revoke { tenant, id } => {
-            let t = store
-                .get_tenant_by_slug(&TenantSlug::parse("--tenant", &tenant)?)
+            let t = services
+                .tenant_by_slug(&operator, &TenantSlug::parse("--tenant", &tenant)?)
                 .await?;
             let id: ApiKeyId = id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("--id must be a UUID"))?;
-            let key = store
-                .revoke_api_key(t.id, id, &AuditContext::system())
-                .await?;
+            let key = services.revoke_api_key(&operator, t.id, id).await?;
             print(
                 json,
                 &key_json(&key),

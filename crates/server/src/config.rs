@@ -405,6 +405,13 @@ impl Config {
         if !(a.public_url.starts_with("http://") || a.public_url.starts_with("https://")) {
             bail!("auth.public_url must be an http:// or https:// URL");
         }
+        if self.mail.transport == MailTransport::Dev && !is_loopback_url(&a.public_url) {
+            bail!(
+                "mail.transport = dev writes sign-in links to the log and to files, so it is \
+                 only allowed while auth.public_url is a loopback address (localhost, \
+                 127.0.0.1, [::1]); set PORTCULLIS_MAIL_TRANSPORT=smtp and the SMTP settings"
+            );
+        }
         a.signing_algorithm
             .parse::<portcullis_auth::keys::SigningAlgorithm>()
             .map_err(|_| anyhow::anyhow!("auth.signing_algorithm must be EdDSA or ES256"))?;
@@ -549,5 +556,55 @@ mod tests {
         );
         c.database_url = Some("mysql://x".into());
         assert!(c.database_target().is_err());
+    }
+}
+
+/// Whether `url` (http or https) names this machine: `localhost` (or a name under it), or a
+/// loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for url in [
+            "http://localhost:8080",
+            "http://LOCALHOST",
+            "https://app.localhost/x",
+            "http://127.0.0.1:3000",
+            "http://127.1.2.3",
+            "http://[::1]:8080/path",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://id.example.com",
+            "http://localhost.example.com",
+            "http://10.0.0.1",
+            "http://[2001:db8::1]:8080",
+            "http://127.0.0.1@evil.example",
+            "http://evil.example#@localhost",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }

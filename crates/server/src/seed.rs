@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::TimeDelta;
-use domain::audit::AuditContext;
+
 use domain::tenants::TenantSlug;
 use domain::users::{User, UserStatus};
-use domain::{Store, TenantId, UserId};
+use domain::{TenantId, UserId};
 use indicatif::{ProgressBar, ProgressStyle};
+use portcullis_services::{Actor, Services};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Map;
@@ -189,17 +190,18 @@ fn synthetic_user(
 
 /// Inserts `count` users into the tenant `slug` in batches of `batch`; returns the rate.
 pub async fn seed(
-    store: &dyn Store,
+    services: &Services,
     slug: &str,
     count: u64,
     batch: usize,
     progress: bool,
 ) -> anyhow::Result<SeedReport> {
     let slug = TenantSlug::parse("tenant", slug)?;
-    let tenant = store
-        .get_tenant_by_slug(&slug)
+    let tenant = services
+        .tenant_by_slug(&Actor::operator(), &slug)
         .await
         .with_context(|| format!("tenant {slug}"))?;
+    let operator = Actor::system(tenant.id);
     let mut rng = SmallRng::from_entropy();
     let run: String = (0..4)
         .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz"[rng.gen_range(0..26)]))
@@ -221,8 +223,8 @@ pub async fn seed(
         let users: Vec<User> = (done..done + n)
             .map(|i| synthetic_user(&mut rng, tenant.id, &run, i, now))
             .collect();
-        store
-            .seed_users(tenant.id, users, &AuditContext::system())
+        services
+            .seed_users(&operator, users)
             .await
             .context("batch insert failed")?;
         done += n;

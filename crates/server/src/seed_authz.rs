@@ -11,21 +11,19 @@
 //! which is what the benchmark's RBAC scenario measures.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use chrono::TimeDelta;
-use domain::audit::AuditContext;
 use domain::authz::{
     GroupMemberRole, GroupType, NewGroup, NewPermission, NewPolicy, NewRole, PermissionKey, Scope,
 };
 use domain::tenants::TenantSlug;
 use domain::users::{User, UserListQuery};
 use domain::values::{Description, DisplayName, Identifier, JsonObject};
-use domain::{GroupId, RoleId, Store, TenantId, UserId};
+use domain::{GroupId, RoleId, UserId};
 use indicatif::{ProgressBar, ProgressStyle};
-use portcullis_authz::Engine;
+use portcullis_services::{Actor, Services};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -158,22 +156,23 @@ struct PlannedGroup {
 /// Fills the tenant `opts.tenant` (whose users exist already) with roles, groups,
 /// memberships, assignments and policies.
 pub async fn seed_authz(
-    store: Arc<dyn Store>,
+    services: &Services,
     opts: &SeedAuthzOptions,
     progress: bool,
 ) -> anyhow::Result<SeedAuthzReport> {
     let slug = TenantSlug::parse("tenant", &opts.tenant)?;
-    let tenant = store
-        .get_tenant_by_slug(&slug)
+    let tenant = services
+        .tenant_by_slug(&Actor::operator(), &slug)
         .await
         .with_context(|| format!("tenant {slug}"))?
         .id;
-    if !store.list_groups(tenant).await?.is_empty() {
+    // The operator, in the tenant: every change goes through the services' rules.
+    let ctx = Actor::system(tenant);
+    if !services.list_groups(&ctx).await?.is_empty() {
         bail!("tenant {slug} already has groups: seed-authz fills a tenant once");
     }
     let started = Instant::now();
     let mut rng = SmallRng::seed_from_u64(opts.seed);
-    let ctx = AuditContext::system();
     let bar = if progress {
         ProgressBar::new(0)
     } else {
@@ -188,7 +187,7 @@ pub async fn seed_authz(
 
     // Users, in creation order (deterministic for the same users).
     phase.start("users", 0);
-    let users = all_users(store.as_ref(), tenant, &bar).await?;
+    let users = all_users(services, &ctx, &bar).await?;
     if users.is_empty() {
         bail!("tenant {slug} has no users: run `portcullis dev seed` first");
     }
@@ -211,14 +210,13 @@ pub async fn seed_authz(
             key.resource(),
             key.scope().as_str()
         );
-        store
+        services
             .create_permission(
-                tenant,
+                &ctx,
                 NewPermission {
                     key: key.clone(),
                     description: Some(Description::parse("description", &description)?),
                 },
-                &ctx,
             )
             .await
             .with_context(|| format!("creating permission {key}"))?;
@@ -238,9 +236,9 @@ pub async fn seed_authz(
         let flavour = FLAVOURS[i % FLAVOURS.len()];
         let name = format!("r{i:03}_{flavour}");
         let permissions = role_permissions(&mut rng, flavour, &app_keys, &extras);
-        let role = store
+        let role = services
             .create_role(
-                tenant,
+                &ctx,
                 NewRole {
                     name: Identifier::parse("name", &name)?,
                     display_name: DisplayName::parse(
@@ -256,7 +254,6 @@ pub async fn seed_authz(
                     active: !rng.gen_bool(0.05),
                     permissions,
                 },
-                &ctx,
             )
             .await
             .with_context(|| format!("creating role {name}"))?;
@@ -302,9 +299,9 @@ pub async fn seed_authz(
             )
         };
         let active = depth == 1 || !rng.gen_bool(0.03);
-        let group = store
+        let group = services
             .create_group(
-                tenant,
+                &ctx,
                 NewGroup {
                     name: Identifier::parse("name", &name)?,
                     display_name: DisplayName::parse("display_name", &name.replace('-', " "))?,
@@ -315,7 +312,6 @@ pub async fn seed_authz(
                     active,
                     settings: JsonObject::default(),
                 },
-                &ctx,
             )
             .await
             .with_context(|| format!("creating group {name}"))?;
@@ -346,8 +342,8 @@ pub async fn seed_authz(
     }
     bar.set_length(grants.len() as u64);
     for (group, role) in &grants {
-        store
-            .grant_group_role(tenant, *group, *role, &ctx)
+        services
+            .grant_group_role(&ctx, *group, *role)
             .await
             .context("granting a role to a group")?;
         bar.inc(1);
@@ -397,8 +393,8 @@ pub async fn seed_authz(
                 .map(|c| (c, GroupMemberRole::Member)),
         );
         for (chunk, role) in batches.filter(|(c, _)| !c.is_empty()) {
-            let results = store
-                .add_group_members(tenant, g.id, chunk.to_vec(), role, &ctx)
+            let results = services
+                .add_members(&ctx, g.id, chunk.to_vec(), role)
                 .await
                 .with_context(|| format!("adding members to {}", g.name))?;
             if let Some(failed) = results.iter().find(|r| r.outcome.is_err()) {
@@ -434,8 +430,8 @@ pub async fn seed_authz(
     }
     phase.start("assignments", planned.len());
     for (user, role, expires) in &planned {
-        store
-            .assign_role(tenant, *user, *role, *expires, &ctx)
+        services
+            .assign_role(&ctx, *user, *role, *expires)
             .await
             .context("assigning a role")?;
         report.time_bound += usize::from(expires.is_some());
@@ -447,8 +443,7 @@ pub async fn seed_authz(
     // Policies, each validated against the tenant's schema (which now has the application
     // actions) before it is stored.
     phase.start("policies", opts.policies);
-    let engine = Engine::new(store.clone());
-    engine.invalidate(tenant);
+    let engine = services.engine();
     let world = World {
         departments: &departments,
         groups: &groups,
@@ -461,9 +456,9 @@ pub async fn seed_authz(
             .validate_policy(tenant, &source)
             .await
             .with_context(|| format!("policy {name} does not validate:\n{source}"))?;
-        store
+        services
             .create_policy(
-                tenant,
+                &ctx,
                 NewPolicy {
                     name: Identifier::parse("name", &name)?,
                     description: Some(Description::parse("description", &description)?),
@@ -471,7 +466,6 @@ pub async fn seed_authz(
                     source,
                     active: true,
                 },
-                &ctx,
             )
             .await
             .with_context(|| format!("creating policy {name}"))?;
@@ -520,8 +514,8 @@ impl<'a> Phase<'a> {
 
 /// Every non-deleted user of the tenant, oldest first.
 async fn all_users(
-    store: &dyn Store,
-    tenant: TenantId,
+    services: &Services,
+    ctx: &Actor,
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<User>> {
     let mut q = UserListQuery {
@@ -530,7 +524,7 @@ async fn all_users(
     };
     let mut out = Vec::new();
     loop {
-        let page = store.list_users(tenant, &q).await?;
+        let page = services.list_users(ctx, q.clone()).await?;
         let Some(last) = page.items.last() else {
             break;
         };

@@ -1,6 +1,7 @@
 //! The audit trail: appending events inside mutations, and reading them back.
 
 use domain::audit::{AuditEvent, AuditQuery};
+use domain::events::Event;
 use domain::page::encode_cursor;
 use domain::{Page, Result, TenantId};
 use sqlx::postgres::PgArguments;
@@ -32,25 +33,37 @@ pub(crate) fn bind_event<'q>(
         .bind(ev.request_id.as_deref())
 }
 
-/// Appends `ev` in the caller's transaction.
-pub(crate) async fn insert(conn: &mut PgConnection, ev: &AuditEvent) -> Result<()> {
+/// Appends the audit record of a change and its outbox event, in the caller's
+/// transaction, in one statement.
+pub(crate) async fn insert(conn: &mut PgConnection, ev: &AuditEvent) -> Result<Event> {
+    let event = Event::of(ev);
     let q = sqlx::query(
-        "INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
-         entity_type, entity_id, before, after, ip, user_agent, request_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "WITH a AS (INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, \
+         action, entity_type, entity_id, before, after, ip, user_agent, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
+         INSERT INTO outbox (id, tenant_id, event_type, entity_type, entity_id, actor_type, \
+         actor_id, data, occurred_at, request_id) \
+         VALUES ($1, $2, $14, $7, $8, $4, $5, $15, $3, $13)",
     );
-    bind_event(q, ev).execute(conn).await.map_err(db)?;
-    Ok(())
+    bind_event(q, ev)
+        .bind(&event.event_type)
+        .bind(&event.data)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(event)
 }
 
 /// Events per statement of [`insert_all`] (13 parameters each, under the protocol's limit
 /// of 65,535).
 const INSERT_BATCH: usize = 1_000;
 
-/// Appends `events` in the caller's transaction, in as few statements as possible.
+/// Appends `events` (and their outbox rows) in the caller's transaction, in as few
+/// statements as possible.
 pub(crate) async fn insert_all(conn: &mut PgConnection, events: &[AuditEvent]) -> Result<()> {
     if let [ev] = events {
-        return insert(conn, ev).await;
+        insert(conn, ev).await?;
+        return Ok(());
     }
     for batch in events.chunks(INSERT_BATCH) {
         let mut qb = QueryBuilder::<Postgres>::new(
@@ -71,6 +84,28 @@ pub(crate) async fn insert_all(conn: &mut PgConnection, events: &[AuditEvent]) -
                 .push_bind(ev.ip.as_deref())
                 .push_bind(ev.user_agent.as_deref())
                 .push_bind(ev.request_id.as_deref());
+        });
+        qb.build()
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        let outbox: Vec<Event> = batch.iter().map(Event::of).collect();
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "INSERT INTO outbox (id, tenant_id, event_type, entity_type, entity_id, actor_type, \
+             actor_id, data, occurred_at, request_id) ",
+        );
+        qb.push_values(&outbox, |mut b, e| {
+            b.push_bind(e.id)
+                .push_bind(e.tenant_id.into_uuid())
+                .push_bind(e.event_type.as_str())
+                .push_bind(e.entity_type.as_str())
+                .push_bind(e.entity_id)
+                .push_bind(e.actor_type.as_str())
+                .push_bind(e.actor_id)
+                .push_bind(&e.data)
+                .push_bind(e.occurred_at)
+                .push_bind(e.request_id.as_deref());
         });
         qb.build()
             .persistent(false)

@@ -13,13 +13,13 @@ use async_trait::async_trait;
 use domain::api_keys::KeyHash;
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
 use domain::auth::{
-    AuthSettings, BrowserSession, Credentials, LockTransition, LockoutPolicy, NewPassword,
-    NewSession, OneTimeToken, RefreshOutcome, RevokeScope, Session, SigningKeyRecord, TokenPurpose,
+    AuthSettings, BrowserSession, Credentials, LockTransition, NewPassword, NewSession,
+    OneTimeToken, RefreshOutcome, RevokeScope, Session, SigningKeyRecord, TokenPurpose,
     TotpCredential,
 };
 use domain::auth_store::AuthStore;
 use domain::time::truncate;
-use domain::users::{NewUser, User, UserStatus};
+use domain::users::{User, UserStatus};
 use domain::Code;
 use domain::{Error, Result, SessionId, TenantId, Timestamp, UserId};
 use serde_json::{json, Value};
@@ -187,7 +187,7 @@ fn revoke_event(
 /// transaction; returns their ids. With `audited`, writes one `session.revoke` event for
 /// each. A session revoked concurrently is neither revoked again nor audited twice: the
 /// update waits for the other transaction and then finds it revoked.
-async fn revoke_in_scope(
+pub(crate) async fn revoke_in_scope(
     conn: &mut PgConnection,
     tenant: TenantId,
     user: UserId,
@@ -226,20 +226,6 @@ async fn revoke_in_scope(
         audit::insert_all(conn, &events).await?;
     }
     Ok(ids)
-}
-
-/// Revokes every active session of `user` with `reason` and one `session.revoke` event
-/// each, in the caller's transaction (a user blocked, suspended, made inactive or deleted).
-pub(crate) async fn revoke_all_sessions(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    user: UserId,
-    reason: &str,
-    now: Timestamp,
-    ctx: &AuditContext,
-) -> Result<u64> {
-    let ids = revoke_in_scope(conn, tenant, user, RevokeScope::All, reason, now, Some(ctx)).await?;
-    Ok(ids.len() as u64)
 }
 
 /// Replaces the user's recovery codes, in the caller's transaction.
@@ -290,10 +276,6 @@ fn mfa_event(
     )
 }
 
-fn settings_json(s: &AuthSettings) -> Option<Value> {
-    serde_json::to_value(s).ok()
-}
-
 #[async_trait]
 impl AuthStore for PgStore {
     async fn get_auth_settings(&self, tenant: TenantId) -> Result<AuthSettings> {
@@ -313,67 +295,6 @@ impl AuthStore for PgStore {
             Some(Some(Json(v))) => serde_json::from_value(v.clone())
                 .map_err(|_| corrupt("auth settings", &v.to_string())),
         }
-    }
-
-    async fn put_auth_settings(
-        &self,
-        tenant: TenantId,
-        settings: &AuthSettings,
-        ctx: &AuditContext,
-    ) -> Result<AuthSettings> {
-        let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // A tenant that never set its settings has the defaults: materialise them so that
-        // there is a row to lock (an unknown tenant fails the foreign key: NotFound).
-        sqlx::query(
-            "INSERT INTO tenant_auth_settings (tenant_id, settings, updated_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO NOTHING",
-        )
-        .bind(tenant.into_uuid())
-        .bind(Json(AuthSettings::default()))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(write)?;
-        let Json(before): Json<Value> = sqlx::query_scalar(
-            "SELECT settings FROM tenant_auth_settings WHERE tenant_id = $1 FOR UPDATE",
-        )
-        .bind(tenant.into_uuid())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "UPDATE tenant_auth_settings SET settings = $2, updated_at = $3 WHERE tenant_id = $1",
-        )
-        .bind(tenant.into_uuid())
-        .bind(Json(settings))
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(write)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::TENANT_AUTH_SETTINGS_UPDATE,
-            EntityRef::tenant(tenant),
-            (Some(before), settings_json(settings)),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(settings.clone())
-    }
-
-    async fn create_user_with_password(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        password: Option<NewPassword>,
-        action: &'static str,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        self.create_user_with_password_impl(tenant, new, password, action, ctx)
-            .await
     }
 
     async fn find_login(
@@ -497,89 +418,6 @@ impl AuthStore for PgStore {
         Ok(replaced == 1)
     }
 
-    async fn record_login_failure(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        policy: &LockoutPolicy,
-        reason: &str,
-        ctx: &AuditContext,
-    ) -> Result<LockTransition> {
-        let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // A user without credentials gets a row, so that there is one to lock.
-        sqlx::query(
-            "INSERT INTO user_credentials (tenant_id, user_id) \
-             SELECT tenant_id, id FROM users \
-             WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL \
-             ON CONFLICT (tenant_id, user_id) DO NOTHING",
-        )
-        .bind(tenant.into_uuid())
-        .bind(user.into_uuid())
-        .execute(&mut *tx)
-        .await
-        .map_err(write)?;
-        let sql = format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM user_credentials c \
-             JOIN users u ON u.tenant_id = c.tenant_id AND u.id = c.user_id \
-             WHERE c.tenant_id = $1 AND c.user_id = $2 AND u.deleted_at IS NULL \
-             FOR UPDATE OF c"
-        );
-        let row = sqlx::query(&sql)
-            .bind(tenant.into_uuid())
-            .bind(user.into_uuid())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .ok_or_else(user_not_found)?;
-        let current = rows::credentials(&row, tenant, user)?;
-        let t = current.after_failure(policy, now);
-        sqlx::query(
-            "UPDATE user_credentials SET failed_count = $3, failed_window_start = $4, \
-             locked_until = $5 WHERE tenant_id = $1 AND user_id = $2",
-        )
-        .bind(tenant.into_uuid())
-        .bind(user.into_uuid())
-        .bind(i32::try_from(t.failed_count).unwrap_or(i32::MAX))
-        .bind(t.failed_window_start)
-        .bind(t.locked_until)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut events = Vec::with_capacity(3);
-        if t.unlocked {
-            events.push(AuditEvent::record(
-                ctx,
-                tenant,
-                actions::USER_UNLOCK,
-                EntityRef::user(user),
-                (Some(json!({ "locked_until": current.locked_until })), None),
-                now,
-            ));
-        }
-        events.push(AuditEvent::record(
-            ctx,
-            tenant,
-            actions::AUTH_LOGIN_FAILURE,
-            EntityRef::user(user),
-            (None, Some(json!({ "reason": reason }))),
-            now,
-        ));
-        if t.locked {
-            events.push(AuditEvent::record(
-                ctx,
-                tenant,
-                actions::USER_LOCK,
-                EntityRef::user(user),
-                (None, Some(json!({ "locked_until": t.locked_until }))),
-                now,
-            ));
-        }
-        audit::insert_all(&mut tx, &events).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(t)
-    }
-
     async fn mark_email_verified(
         &self,
         tenant: TenantId,
@@ -662,6 +500,16 @@ impl AuthStore for PgStore {
             .map_err(|_| corrupt("user status", &status))?;
         if may_not_sign_in(status) {
             return Err(Error::refused(Code::UserNotActive));
+        }
+        // Likewise a suspension of the tenant: a step begun before it ends with nothing.
+        let tenant_status: String =
+            sqlx::query_scalar("SELECT status FROM tenants WHERE id = $1 FOR SHARE")
+                .bind(tenant.into_uuid())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        if tenant_status != "active" {
+            return Err(Error::refused(Code::TenantSuspended));
         }
 
         let mut events = Vec::with_capacity(2);
@@ -1022,26 +870,27 @@ impl AuthStore for PgStore {
             .transpose()
     }
 
-    async fn fail_one_time_token(
+    async fn reserve_token_attempt(
         &self,
         purpose: TokenPurpose,
         hash: &KeyHash,
         max_attempts: u32,
-    ) -> Result<()> {
-        let now = domain::time::now();
-        sqlx::query(
-            "UPDATE one_time_tokens SET attempts = attempts + 1, \
-               used_at = CASE WHEN attempts + 1 >= $3 THEN $4 ELSE NULL END \
-             WHERE hash = $1 AND purpose = $2 AND used_at IS NULL",
+        now: Timestamp,
+    ) -> Result<bool> {
+        // One statement, which locks the row: parallel attempts are counted one by one.
+        let done = sqlx::query(
+            "UPDATE one_time_tokens SET attempts = attempts + 1 \
+             WHERE hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3 \
+             AND attempts < $4",
         )
         .bind(hash.as_str())
         .bind(purpose.as_str())
-        .bind(i64::from(max_attempts))
         .bind(now)
+        .bind(i64::from(max_attempts))
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn get_totp(&self, tenant: TenantId, user: UserId) -> Result<Option<TotpCredential>> {
@@ -1268,7 +1117,7 @@ impl AuthStore for PgStore {
             .collect()
     }
 
-    async fn add_signing_key(&self, key: &SigningKeyRecord) -> Result<()> {
+    async fn add_signing_key(&self, key: &SigningKeyRecord, events: &[AuditEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         // Key additions are serialised (the mode conflicts with itself, not with readers),
         // so that two concurrent ones cannot leave two current keys.
@@ -1294,6 +1143,7 @@ impl AuthStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(write)?;
+        audit::insert_all(&mut tx, events).await?;
         tx.commit().await.map_err(db)?;
         Ok(())
     }
@@ -1327,4 +1177,146 @@ impl AuthStore for PgStore {
         tx.commit().await.map_err(db)?;
         Ok(())
     }
+}
+
+// --- transaction primitives (see `crate::tx`) ---
+
+pub(crate) async fn set_email_verified(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    at: Option<Timestamp>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO user_credentials (tenant_id, user_id, email_verified_at, failed_count) \
+         VALUES ($1, $2, $3, 0) ON CONFLICT (tenant_id, user_id) \
+         DO UPDATE SET email_verified_at = EXCLUDED.email_verified_at",
+    )
+    .bind(tenant.into_uuid())
+    .bind(user.into_uuid())
+    .bind(at)
+    .execute(conn)
+    .await
+    .map_err(write)?;
+    Ok(())
+}
+
+pub(crate) async fn void_tokens(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    purposes: &[TokenPurpose],
+    at: Timestamp,
+) -> Result<u64> {
+    let purposes: Vec<&str> = purposes.iter().map(|p| p.as_str()).collect();
+    let done = sqlx::query(
+        "UPDATE one_time_tokens SET used_at = $4 WHERE tenant_id = $1 AND user_id = $2 \
+         AND purpose = ANY($3) AND used_at IS NULL",
+    )
+    .bind(tenant.into_uuid())
+    .bind(user.into_uuid())
+    .bind(&purposes)
+    .bind(at)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(done.rows_affected())
+}
+
+/// The tenant's settings, locked: a tenant that never set them gets a row of the defaults
+/// so that there is one to lock (an unknown tenant fails the foreign key: `NotFound`).
+pub(crate) async fn settings_for_update(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+) -> Result<AuthSettings> {
+    sqlx::query(
+        "INSERT INTO tenant_auth_settings (tenant_id, settings, updated_at) \
+         VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant.into_uuid())
+    .bind(Json(AuthSettings::default()))
+    .bind(domain::time::now())
+    .execute(&mut *conn)
+    .await
+    .map_err(write)?;
+    let Json(v): Json<Value> = sqlx::query_scalar(
+        "SELECT settings FROM tenant_auth_settings WHERE tenant_id = $1 FOR UPDATE",
+    )
+    .bind(tenant.into_uuid())
+    .fetch_one(conn)
+    .await
+    .map_err(db)?;
+    serde_json::from_value(v.clone()).map_err(|_| corrupt("auth settings", &v.to_string()))
+}
+
+pub(crate) async fn put_settings(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    settings: &AuthSettings,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE tenant_auth_settings SET settings = $2, updated_at = $3 WHERE tenant_id = $1",
+    )
+    .bind(tenant.into_uuid())
+    .bind(Json(settings))
+    .bind(domain::time::now())
+    .execute(conn)
+    .await
+    .map_err(write)?;
+    Ok(())
+}
+
+/// The user's credentials, the row locked until commit (created empty first, so that a
+/// user without a password has one to lock).
+pub(crate) async fn credentials_for_update(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Credentials> {
+    sqlx::query(
+        "INSERT INTO user_credentials (tenant_id, user_id) \
+         SELECT tenant_id, id FROM users \
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL \
+         ON CONFLICT (tenant_id, user_id) DO NOTHING",
+    )
+    .bind(tenant.into_uuid())
+    .bind(user.into_uuid())
+    .execute(&mut *conn)
+    .await
+    .map_err(write)?;
+    let sql = format!(
+        "SELECT {CREDENTIAL_COLUMNS} FROM user_credentials c \
+         JOIN users u ON u.tenant_id = c.tenant_id AND u.id = c.user_id \
+         WHERE c.tenant_id = $1 AND c.user_id = $2 AND u.deleted_at IS NULL \
+         FOR UPDATE OF c"
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant.into_uuid())
+        .bind(user.into_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db)?
+        .ok_or_else(user_not_found)?;
+    rows::credentials(&row, tenant, user)
+}
+
+pub(crate) async fn put_lock_state(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    user: UserId,
+    state: &LockTransition,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_credentials SET failed_count = $3, failed_window_start = $4, \
+         locked_until = $5 WHERE tenant_id = $1 AND user_id = $2",
+    )
+    .bind(tenant.into_uuid())
+    .bind(user.into_uuid())
+    .bind(i32::try_from(state.failed_count).unwrap_or(i32::MAX))
+    .bind(state.failed_window_start)
+    .bind(state.locked_until)
+    .execute(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(())
 }

@@ -92,7 +92,7 @@ pub(crate) fn write(e: sqlx::Error) -> Error {
 pub(crate) fn conflict(code: Code, field: Option<&'static str>) -> Error {
     Error::Refused {
         code,
-        field,
+        fields: field.into_iter().collect(),
         reason: None,
     }
 }

@@ -1,33 +1,34 @@
-//! The PostgreSQL implementation of [`domain::Store`] (and of [`domain::AuthStore`], in
-//! `auth`, and [`domain::AuthzStore`], in `authz`).
+//! The PostgreSQL implementation of [`domain::Store`]: reads here and in the capability
+//! modules, changes through [`tx::PgTx`] ([`domain::store::Tx`]), the atomic sign-in steps
+//! of [`domain::AuthStore`] in `auth`, the reads of [`domain::AuthzStore`] in `authz`.
 //!
-//! Every mutation runs in one transaction together with its audit event. Queries are built
-//! at run time (`sqlx::query` + manual row mapping); the schema lives in `migrations/`.
-//! Every query of tenant data names the tenant.
+//! Queries are built at run time (`sqlx::query` + manual row mapping); the schema lives in
+//! `migrations/`. Every query of tenant data names the tenant.
 
 mod api_keys;
 mod audit;
 mod auth;
-#[cfg(test)]
-mod auth_tests;
 mod authz;
-#[cfg(test)]
-mod authz_tests;
 mod error;
+mod outbox;
 mod rows;
 mod tenants;
+#[cfg(test)]
+mod tests;
+mod tx;
 mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use domain::api_keys::{ApiKey, ApiKeyAuth, KeyHash, NewApiKey};
-use domain::audit::{AuditContext, AuditEvent, AuditQuery};
-use domain::store::PoolStats;
-use domain::tenants::{NewTenant, Tenant, TenantListQuery, TenantPatch, TenantSlug};
-use domain::users::{NewUser, User, UserListQuery, UserPatch};
-use domain::{ApiKeyId, Error, Page, Result, Store, TenantId, UserId};
+use domain::api_keys::{ApiKey, ApiKeyAuth, KeyHash};
+use domain::audit::{AuditEvent, AuditQuery};
+use domain::events::{Event, Position};
+use domain::store::{PoolStats, Tx};
+use domain::tenants::{Tenant, TenantListQuery, TenantSlug};
+use domain::users::{User, UserListQuery};
+use domain::{Error, Page, Result, Store, TenantId, Timestamp, UserId};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
@@ -185,8 +186,12 @@ impl Store for PgStore {
         }
     }
 
-    async fn create_tenant(&self, new: NewTenant, ctx: &AuditContext) -> Result<Tenant> {
-        self.create_tenant_impl(new, ctx).await
+    async fn begin(&self) -> Result<Box<dyn Tx>> {
+        let tx = self.pool.begin().await.map_err(error::db)?;
+        Ok(Box::new(tx::PgTx {
+            tx,
+            events: Vec::new(),
+        }))
     }
 
     async fn get_tenant(&self, id: TenantId) -> Result<Tenant> {
@@ -201,61 +206,12 @@ impl Store for PgStore {
         self.list_tenants_impl(q).await
     }
 
-    async fn update_tenant(
-        &self,
-        id: TenantId,
-        patch: TenantPatch,
-        action: &'static str,
-        ctx: &AuditContext,
-    ) -> Result<Tenant> {
-        self.update_tenant_impl(id, patch, action, ctx).await
-    }
-
-    async fn create_api_key(
-        &self,
-        tenant: TenantId,
-        new: NewApiKey,
-        hash: &KeyHash,
-        prefix: &str,
-        ctx: &AuditContext,
-    ) -> Result<ApiKey> {
-        self.create_api_key_impl(tenant, new, hash, prefix, ctx)
-            .await
-    }
-
     async fn authenticate_api_key(&self, hash: &KeyHash) -> Result<Option<ApiKeyAuth>> {
         self.authenticate_api_key_impl(hash).await
     }
 
     async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
         self.list_api_keys_impl(tenant).await
-    }
-
-    async fn revoke_api_key(
-        &self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        ctx: &AuditContext,
-    ) -> Result<ApiKey> {
-        self.revoke_api_key_impl(tenant, id, ctx).await
-    }
-
-    async fn create_user(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        self.create_user_impl(tenant, new, ctx).await
-    }
-
-    async fn seed_users(
-        &self,
-        tenant: TenantId,
-        users: Vec<User>,
-        ctx: &AuditContext,
-    ) -> Result<u64> {
-        self.seed_users_impl(tenant, users, ctx).await
     }
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> Result<User> {
@@ -266,38 +222,31 @@ impl Store for PgStore {
         self.list_users_impl(tenant, q).await
     }
 
-    async fn update_user(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        patch: UserPatch,
-        expected_version: Option<i64>,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        self.update_user_impl(tenant, id, patch, expected_version, ctx)
-            .await
-    }
-
-    async fn delete_user(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        expected_version: Option<i64>,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        self.delete_user_impl(tenant, id, expected_version, ctx)
-            .await
-    }
-
-    async fn restore_user(&self, tenant: TenantId, id: UserId, ctx: &AuditContext) -> Result<User> {
-        self.restore_user_impl(tenant, id, ctx).await
-    }
-
     async fn list_audit_events(
         &self,
         tenant: TenantId,
         q: &AuditQuery,
     ) -> Result<Page<AuditEvent>> {
         self.list_audit_events_impl(tenant, q).await
+    }
+
+    async fn outbox_head(&self) -> Result<Position> {
+        outbox::head(&self.pool).await
+    }
+
+    async fn read_outbox(&self, after: Position, limit: u32) -> Result<Vec<Event>> {
+        outbox::read(&self.pool, after, limit).await
+    }
+
+    async fn prune_outbox(&self, before: Timestamp) -> Result<u64> {
+        outbox::prune(&self.pool, before).await
+    }
+
+    async fn outbox_cursor(&self, consumer: &str) -> Result<Option<Position>> {
+        outbox::cursor(&self.pool, consumer).await
+    }
+
+    async fn save_outbox_cursor(&self, consumer: &str, position: Position) -> Result<()> {
+        outbox::save_cursor(&self.pool, consumer, position).await
     }
 }

@@ -1,30 +1,20 @@
-//! Users: creation under the tenant's quota (with an initial password, if any), the manager
-//! invariants, optimistic concurrency, soft deletion, bulk seeding and keyset-paginated
-//! listing. Blocking, suspending, deactivating or deleting a user revokes their sessions in
-//! the same transaction. Every new user is given the tenant's `user` role; updates,
-//! deletions and restorations increment the tenant's authorization version (a user's
-//! status, department and manager feed decisions) and keep the last super administrator.
+//! Users: their rows, the quota as a creation sees it, the manager chain, bulk seeding,
+//! and the keyset-paginated list with its search plans.
 
 use std::collections::HashSet;
 
-use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
-use domain::auth::NewPassword;
-use domain::authz::USER_ROLE;
-use domain::users::{
-    DeletedFilter, NewUser, SortValue, User, UserCursor, UserListQuery, UserPatch, UserSortField,
-    UserStatus,
-};
-use domain::{Error, Page, Result, TenantId, UserId};
-use serde_json::json;
+use domain::store::UserQuota;
+use domain::users::{DeletedFilter, SortValue, User, UserCursor, UserListQuery, UserSortField};
+use domain::{Error, Page, Result, RoleId, TenantId, Timestamp, UserId};
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::error::{db, invalid_cursor, write};
 use crate::rows::{self, search_lexemes, search_tsquery, USER_COLUMNS};
-use crate::{audit, auth, authz, PgStore};
+use crate::PgStore;
 
 /// The sort key of `sort=last_login`; must match the expression of
 /// `users_tenant_last_login_idx` exactly for the index to serve it.
@@ -39,31 +29,6 @@ const INSERT_USER: &str = "INSERT INTO users (id, tenant_id, email, email_lower,
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, array_to_tsvector(string_to_array($9, ' ')), $10, $11, $12, $13, \
      $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
-/// Creates a user of a tenant without a quota, with its audit event and the tenant's `user`
-/// role (`$39` names it), in one statement: `$1`..`$25` as [`bind_user`] binds them,
-/// `$26`..`$38` as `audit::bind_event` does. Inserts nothing when the tenant is missing or
-/// has a quota, or the manager is not a non-deleted user of the tenant; the result row tells
-/// which.
-const CREATE_USER_UNLIMITED: &str = "WITH t AS (SELECT max_users FROM tenants WHERE id = $2), \
-     ok AS (SELECT 1 FROM t WHERE t.max_users IS NULL AND ($14::uuid IS NULL OR EXISTS \
-       (SELECT 1 FROM users m WHERE m.tenant_id = $2 AND m.id = $14 AND m.deleted_at IS NULL))), \
-     u AS (INSERT INTO users (id, tenant_id, email, email_lower, username, username_lower, \
-       full_name, name_sort, search, phone, department, job_title, employee_id, manager_id, \
-       cost_center, clearance_level, language, avatar_url, custom_attributes, status, \
-       last_login_at, created_at, updated_at, deleted_at, version) \
-       SELECT $1, $2, $3, $4, $5, $6, $7, $8, array_to_tsvector(string_to_array($9, ' ')), $10, $11, $12, $13, \
-       $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25 FROM ok RETURNING id), \
-     a AS (INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
-       entity_type, entity_id, before, after, ip, user_agent, request_id) \
-       SELECT $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38 FROM u), \
-     r AS (INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by_type, assigned_by, \
-       assigned_at, expires_at) \
-       SELECT $2, u.id, ro.id, 'system', NULL, $22, NULL FROM u \
-       JOIN roles ro ON ro.tenant_id = $2 AND ro.name = $39) \
-     SELECT EXISTS (SELECT 1 FROM t) AS tenant_found, \
-       EXISTS (SELECT 1 FROM t WHERE max_users IS NOT NULL) AS limited, \
-       (SELECT count(*) FROM u) AS inserted";
-
 const UPDATE_USER: &str = "UPDATE users SET email = $3, email_lower = $4, username = $5, \
      username_lower = $6, full_name = $7, name_sort = $8, search = array_to_tsvector(string_to_array($9, ' ')), \
      phone = $10, department = $11, job_title = $12, employee_id = $13, manager_id = $14, \
@@ -74,25 +39,6 @@ const UPDATE_USER: &str = "UPDATE users SET email = $3, email_lower = $4, userna
 
 /// Rows per statement when seeding.
 const SEED_BATCH: usize = 5_000;
-
-/// The namespace of the transaction-scoped advisory locks that serialise manager changes
-/// within a tenant ("PCMG").
-const MANAGER_LOCK_NAMESPACE: i32 = 0x5043_4D47;
-
-fn not_found() -> Error {
-    Error::NotFound { entity: "user" }
-}
-
-/// The reason the sessions of a user in `status` are revoked with, when that status may not
-/// sign in.
-fn revoke_reason(status: UserStatus) -> Option<&'static str> {
-    match status {
-        UserStatus::Blocked => Some("user_blocked"),
-        UserStatus::Suspended => Some("user_suspended"),
-        UserStatus::Inactive => Some("user_inactive"),
-        UserStatus::Pending | UserStatus::Active => None,
-    }
-}
 
 fn bind_user<'q>(
     q: Query<'q, Postgres, PgArguments>,
@@ -142,149 +88,83 @@ async fn write_user(conn: &mut PgConnection, u: &User) -> Result<()> {
     Ok(())
 }
 
-/// Which rows [`lock_user`] may return.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Live,
-    Any,
+/// The tenant's quota as a creation sees it (`domain::store::UserQuota`). A tenant with a
+/// maximum has its row locked (NO KEY UPDATE) until the transaction ends before its users
+/// are counted, which serialises the quota checks of the tenant (and tenant updates) so
+/// that the count cannot be overtaken; a tenant without one is neither locked nor counted,
+/// so that creating its users does not serialise.
+pub(crate) async fn quota(conn: &mut PgConnection, tenant: TenantId) -> Result<UserQuota> {
+    let max: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT max_users FROM tenants WHERE id = $1")
+            .bind(tenant.into_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+    if max.ok_or(Error::NotFound { entity: "tenant" })?.is_none() {
+        return Ok(UserQuota {
+            max_users: None,
+            live_users: 0,
+        });
+    }
+    let max: Option<i64> =
+        sqlx::query_scalar("SELECT max_users FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(tenant.into_uuid())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    let live_users: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL",
+    )
+    .bind(tenant.into_uuid())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(UserQuota {
+        max_users: max,
+        live_users,
+    })
 }
 
-/// Reads and locks a user of `tenant` for the rest of the transaction.
-async fn lock_user(
+/// A user of the tenant, deleted or not, locked until the transaction ends.
+pub(crate) async fn load_for_update(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: UserId,
-    which: Which,
-) -> Result<User> {
-    let filter = match which {
-        Which::Live => " AND deleted_at IS NULL",
-        Which::Any => "",
-    };
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2{filter} FOR UPDATE"
-    );
+) -> Result<Option<User>> {
+    let sql =
+        format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2 FOR UPDATE");
     let row = sqlx::query(&sql)
         .bind(tenant.into_uuid())
         .bind(id.into_uuid())
         .fetch_optional(conn)
         .await
-        .map_err(db)?
-        .ok_or_else(not_found)?;
-    rows::user(&row)
+        .map_err(db)?;
+    row.as_ref().map(rows::user).transpose()
 }
 
-fn check_version(expected: Option<i64>, current: i64) -> Result<()> {
-    match expected {
-        Some(expected) if expected != current => Err(Error::PreconditionFailed {
-            entity: "user",
-            expected,
-            current,
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// A tenant's user quota.
-struct Quota {
-    max_users: Option<i64>,
-}
-
-/// Reads the tenant's quota (`None`: no such tenant). With `lock`, the tenant row stays
-/// locked until the transaction ends, which serialises every quota check of the tenant
-/// (and tenant updates) so that the count that follows cannot be overtaken.
-async fn quota(conn: &mut PgConnection, tenant: TenantId, lock: bool) -> Result<Option<Quota>> {
-    let sql = if lock {
-        "SELECT max_users FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
-    } else {
-        "SELECT max_users FROM tenants WHERE id = $1"
-    };
-    let Some(row) = sqlx::query(sql)
-        .bind(tenant.into_uuid())
-        .fetch_optional(conn)
-        .await
-        .map_err(db)?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(Quota {
-        max_users: row.try_get("max_users").map_err(db)?,
-    }))
-}
-
-/// Reads the tenant's quota and, when it has one, locks the tenant row (see [`quota`]).
-/// Tenants without a quota are neither locked nor counted: creating their users must not
-/// serialise.
-async fn quota_locked_if_limited(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-) -> Result<Option<Quota>> {
-    match quota(conn, tenant, false).await? {
-        Some(q) if q.max_users.is_some() => quota(conn, tenant, true).await,
-        other => Ok(other),
-    }
-}
-
-/// Refuses one more non-deleted user when the tenant already holds its quota.
-async fn enforce_quota(conn: &mut PgConnection, tenant: TenantId, q: &Quota) -> Result<()> {
-    let Some(max) = q.max_users else {
-        return Ok(());
-    };
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM users WHERE tenant_id = $1 AND deleted_at IS NULL",
-    )
-    .bind(tenant.into_uuid())
-    .fetch_one(conn)
-    .await
-    .map_err(db)?;
-    if count >= max {
-        return Err(Error::refused(domain::Code::QuotaExceeded)
-            .with_reason(serde_json::json!({"max_users": max, "users": count})));
-    }
-    Ok(())
-}
-
-fn unknown_manager() -> Error {
-    Error::field(
-        "manager_id",
-        "unknown_manager",
-        "must be the id of a user of this tenant that is not deleted",
-    )
-}
-
-/// Checks that `manager` is a non-deleted user of `tenant`.
-async fn check_manager(conn: &mut PgConnection, tenant: TenantId, manager: UserId) -> Result<()> {
+/// Whether the tenant has the user, not deleted (a key share lock keeps it so until the
+/// transaction ends).
+pub(crate) async fn is_live(conn: &mut PgConnection, tenant: TenantId, id: UserId) -> Result<bool> {
     let found: Option<i32> = sqlx::query_scalar(
-        "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+        "SELECT 1 FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL FOR KEY SHARE",
     )
     .bind(tenant.into_uuid())
-    .bind(manager.into_uuid())
+    .bind(id.into_uuid())
     .fetch_optional(conn)
     .await
     .map_err(db)?;
-    found.map(|_| ()).ok_or_else(unknown_manager)
+    Ok(found.is_some())
 }
 
-/// Checks that making `manager` the manager of `user` keeps the chain acyclic: walking up
-/// from `manager` must not reach `user`. Manager changes of a tenant are serialised by an
-/// advisory lock, so that two concurrent changes cannot each close half of a cycle.
-async fn check_manager_chain(
+/// Whether walking up from `manager` reaches `user`. UNION (not UNION ALL) discards rows
+/// already seen, so the walk ends even if the data held a cycle already.
+pub(crate) async fn manager_chain_reaches(
     conn: &mut PgConnection,
     tenant: TenantId,
-    user: UserId,
     manager: UserId,
-) -> Result<()> {
-    let (hi, lo) = tenant.into_uuid().as_u64_pair();
-    let key = (hi ^ lo) as i32 ^ ((hi ^ lo) >> 32) as i32;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
-        .bind(MANAGER_LOCK_NAMESPACE)
-        .bind(key)
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
-    check_manager(conn, tenant, manager).await?;
-    // UNION (not UNION ALL) discards rows already seen, so the walk ends even if the data
-    // held a cycle already; the chain is at most the tenant's users long.
-    let cycle: bool = sqlx::query_scalar(
+    user: UserId,
+) -> Result<bool> {
+    sqlx::query_scalar(
         "WITH RECURSIVE chain (id, manager_id) AS ( \
              SELECT id, manager_id FROM users WHERE tenant_id = $1 AND id = $2 \
            UNION \
@@ -298,15 +178,47 @@ async fn check_manager_chain(
     .bind(user.into_uuid())
     .fetch_one(conn)
     .await
-    .map_err(db)?;
-    if cycle {
-        return Err(Error::field(
-            "manager_id",
-            "manager_cycle",
-            "would make the user a manager of one of their own managers",
-        ));
+    .map_err(db)
+}
+
+pub(crate) async fn insert(conn: &mut PgConnection, u: &User) -> Result<()> {
+    insert_user(conn, u).await
+}
+
+pub(crate) async fn put(conn: &mut PgConnection, u: &User) -> Result<()> {
+    write_user(conn, u).await
+}
+
+/// Inserts many users (see `domain::store::Tx::insert_users`), in batches of one statement
+/// each, giving each `role`.
+pub(crate) async fn insert_many(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    users: &[User],
+    role: Option<RoleId>,
+    at: Timestamp,
+) -> Result<u64> {
+    check_seeded_managers(conn, tenant, users).await?;
+    let mut inserted = 0;
+    for batch in users.chunks(SEED_BATCH) {
+        inserted += seed_batch(conn, tenant, batch).await?;
+        if let Some(role) = role {
+            let ids: Vec<Uuid> = batch.iter().map(|u| u.id.into_uuid()).collect();
+            sqlx::query(
+                "INSERT INTO user_roles (tenant_id, user_id, role_id, assigned_by_type, \
+                 assigned_by, assigned_at, expires_at) \
+                 SELECT $1, u, $2, 'system', NULL, $3, NULL FROM UNNEST($4::uuid[]) AS u",
+            )
+            .bind(tenant.into_uuid())
+            .bind(role.into_uuid())
+            .bind(at)
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        }
     }
-    Ok(())
+    Ok(inserted)
 }
 
 /// Rows a search walks in sort order before it collects its matches from the index instead.
@@ -443,109 +355,6 @@ impl ListPlan {
 }
 
 impl PgStore {
-    pub(crate) async fn create_user_impl(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        self.create_user_with_password_impl(tenant, new, None, actions::USER_CREATE, ctx)
-            .await
-    }
-
-    /// Creates a user (with an initial password, if given) and its `action` audit event.
-    /// The quota, uniqueness and manager checks are those of every user creation.
-    pub(crate) async fn create_user_with_password_impl(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        password: Option<NewPassword>,
-        action: &'static str,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        let now = domain::time::now();
-        let user = new.into_user(tenant, now);
-        let ev = AuditEvent::user_change(ctx, action, None, &user, now);
-
-        // The common case, a tenant without a quota and a user without a password, in one
-        // statement (atomic by itself): the user and its event are inserted only if the
-        // tenant exists, has no quota, and the manager (if any) is a non-deleted user of
-        // the tenant.
-        if password.is_none() {
-            let q = bind_user(sqlx::query(CREATE_USER_UNLIMITED), &user);
-            let row = audit::bind_event(q, &ev)
-                .bind(USER_ROLE)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(write)?;
-            let tenant_found: bool = row.try_get("tenant_found").map_err(db)?;
-            let limited: bool = row.try_get("limited").map_err(db)?;
-            let inserted: i64 = row.try_get("inserted").map_err(db)?;
-            if !tenant_found {
-                return Err(Error::NotFound { entity: "tenant" });
-            }
-            if inserted == 1 {
-                return Ok(user);
-            }
-            if !limited {
-                return Err(unknown_manager());
-            }
-        }
-
-        // A tenant with a quota, or a password to store: lock the tenant if it has a quota,
-        // count, insert.
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let q = quota_locked_if_limited(&mut tx, tenant)
-            .await?
-            .ok_or(Error::NotFound { entity: "tenant" })?;
-        enforce_quota(&mut tx, tenant, &q).await?;
-        if let Some(m) = user.manager_id {
-            check_manager(&mut tx, tenant, m).await?;
-        }
-        insert_user(&mut tx, &user).await?;
-        authz::give_user_role(&mut tx, tenant, &[user.id.into_uuid()], now).await?;
-        if let Some(p) = &password {
-            auth::store_password(&mut tx, tenant, user.id, p, now).await?;
-        }
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(user)
-    }
-
-    pub(crate) async fn seed_users_impl(
-        &self,
-        tenant: TenantId,
-        users: Vec<User>,
-        ctx: &AuditContext,
-    ) -> Result<u64> {
-        let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        quota(&mut tx, tenant, false)
-            .await?
-            .ok_or(Error::NotFound { entity: "tenant" })?;
-        check_seeded_managers(&mut tx, tenant, &users).await?;
-        let mut inserted = 0;
-        for batch in users.chunks(SEED_BATCH) {
-            inserted += seed_batch(&mut tx, tenant, batch).await?;
-            let ids: Vec<Uuid> = batch.iter().map(|u| u.id.into_uuid()).collect();
-            authz::give_user_role(&mut tx, tenant, &ids, now).await?;
-        }
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::USER_SEED,
-            EntityRef {
-                kind: "user",
-                id: None,
-            },
-            (None, Some(json!({ "count": inserted }))),
-            now,
-        );
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(inserted)
-    }
-
     pub(crate) async fn get_user_impl(&self, tenant: TenantId, id: UserId) -> Result<User> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND id = $2");
         let row = sqlx::query(&sql)
@@ -554,7 +363,7 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?
-            .ok_or_else(not_found)?;
+            .ok_or(Error::NotFound { entity: "user" })?;
         rows::user(&row)
     }
 
@@ -681,102 +490,6 @@ impl PgStore {
             .map(rows::user)
             .collect()
     }
-
-    pub(crate) async fn update_user_impl(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        patch: UserPatch,
-        expected_version: Option<i64>,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // A user's status, department and manager feed authorization decisions.
-        authz::bump_version(&mut tx, tenant).await?;
-        let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
-        check_version(expected_version, before.version)?;
-        let changes_manager = patch.changes_manager();
-        let after = patch.apply(before.clone(), now)?;
-        authz::guard_super_admin_loss(&mut tx, &before, after.status == UserStatus::Active, now)
-            .await?;
-        if changes_manager {
-            if let Some(m) = after.manager_id {
-                check_manager_chain(&mut tx, tenant, id, m).await?;
-            }
-        }
-        write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::user_change(ctx, actions::USER_UPDATE, Some(&before), &after, now);
-        audit::insert(&mut tx, &ev).await?;
-        // A user who may no longer sign in loses their sessions. The user row stays locked
-        // until the commit, so no session can be created in between (`create_session`
-        // updates that row, and refuses such a user).
-        if after.status != before.status {
-            if let Some(reason) = revoke_reason(after.status) {
-                auth::revoke_all_sessions(&mut tx, tenant, id, reason, now, ctx).await?;
-            }
-        }
-        // A verification was of the old address.
-        if after.email_normalized() != before.email_normalized() {
-            sqlx::query(
-                "UPDATE user_credentials SET email_verified_at = NULL \
-                 WHERE tenant_id = $1 AND user_id = $2",
-            )
-            .bind(tenant.into_uuid())
-            .bind(id.into_uuid())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)?;
-        Ok(after)
-    }
-
-    pub(crate) async fn delete_user_impl(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        expected_version: Option<i64>,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        authz::bump_version(&mut tx, tenant).await?;
-        let before = lock_user(&mut tx, tenant, id, Which::Live).await?;
-        check_version(expected_version, before.version)?;
-        authz::guard_super_admin_loss(&mut tx, &before, false, now).await?;
-        let after = before.soft_deleted(now);
-        write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::user_change(ctx, actions::USER_DELETE, Some(&before), &after, now);
-        audit::insert(&mut tx, &ev).await?;
-        auth::revoke_all_sessions(&mut tx, tenant, id, "user_deleted", now, ctx).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(after)
-    }
-
-    pub(crate) async fn restore_user_impl(
-        &self,
-        tenant: TenantId,
-        id: UserId,
-        ctx: &AuditContext,
-    ) -> Result<User> {
-        let now = domain::time::now();
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        authz::bump_version(&mut tx, tenant).await?;
-        // The tenant row (when it has a quota) is locked before the user row, in the same
-        // order as user creation takes its locks.
-        let q = quota_locked_if_limited(&mut tx, tenant)
-            .await?
-            .ok_or_else(not_found)?;
-        let before = lock_user(&mut tx, tenant, id, Which::Any).await?;
-        let after = before.restored(now)?;
-        enforce_quota(&mut tx, tenant, &q).await?;
-        write_user(&mut tx, &after).await?;
-        let ev = AuditEvent::user_change(ctx, actions::USER_RESTORE, Some(&before), &after, now);
-        audit::insert(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(after)
-    }
 }
 
 /// Checks that every manager a seeded user names is a user of the tenant: one of the batch,
@@ -806,11 +519,7 @@ async fn check_seeded_managers(
             .await
             .map_err(db)?;
     if found != outside.len() as i64 {
-        return Err(Error::field(
-            "manager_id",
-            "unknown_manager",
-            "every manager must be a user of this tenant",
-        ));
+        return Err(Error::rule("manager_id", domain::Code::UnknownManager));
     }
     Ok(())
 }

@@ -14,24 +14,44 @@ use async_trait::async_trait;
 use domain::api_keys::KeyHash;
 use domain::audit::{actions, AuditContext, AuditEvent, EntityRef};
 use domain::auth::{
-    AuthSettings, BrowserSession, Credentials, LockTransition, LockoutPolicy, NewPassword,
-    NewSession, OneTimeToken, RefreshOutcome, RevokeScope, Session, SessionKind, SigningKeyRecord,
+    AuthSettings, BrowserSession, Credentials, LockTransition, NewPassword, NewSession,
+    OneTimeToken, RefreshOutcome, RevokeScope, Session, SessionKind, SigningKeyRecord,
     TokenPurpose, TotpCredential,
 };
 use domain::ids::{SessionId, TenantId, UserId};
 use domain::time::{now, to_micros, truncate, Timestamp};
-use domain::users::{NewUser, User, UserStatus};
+use domain::users::User;
 use domain::Code;
 use domain::{AuthStore, Error};
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::convert::{corrupt, db_err, opt_ts, ts, user_from_row, write_err, Result, USER_COLS};
-use crate::{
-    check_manager_exists, check_quota, insert_audit, insert_users, load_live_user, load_tenant,
-    SqliteStore,
-};
+use crate::audit::insert as insert_audit;
+use crate::error::{corrupt, db_err, Result};
+use crate::rows::{opt_ts, ts, user_from_row, USER_COLS};
+use crate::SqliteStore;
+
+/// The user, not deleted, else `NotFound`.
+async fn load_live_user(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    user: UserId,
+    _: Option<i64>,
+) -> Result<User> {
+    match crate::users::load(conn, tenant, user).await? {
+        Some(u) if !u.is_deleted() => Ok(u),
+        _ => Err(Error::NotFound { entity: "user" }),
+    }
+}
+
+/// The tenant must exist.
+async fn load_tenant(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+) -> Result<domain::tenants::Tenant> {
+    crate::tenants::load(conn, tenant).await
+}
 
 // --- rows ---
 
@@ -230,6 +250,27 @@ async fn write_credentials(conn: &mut SqliteConnection, c: &Credentials) -> Resu
     Ok(())
 }
 
+/// The user's credentials for a sign-in attempt (the writer connection serialises them).
+pub(crate) async fn credentials_for_update(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    user: UserId,
+) -> Result<Credentials> {
+    load_live_user(conn, tenant, user, None).await?;
+    load_credentials(conn, tenant, user).await
+}
+
+pub(crate) async fn put_lock_state(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    user: UserId,
+    state: &LockTransition,
+) -> Result<()> {
+    let mut c = load_credentials(conn, tenant, user).await?;
+    apply_lock(&mut c, state);
+    write_credentials(conn, &c).await
+}
+
 fn apply_lock(c: &mut Credentials, t: &LockTransition) {
     c.failed_count = t.failed_count;
     c.failed_window_start = t.failed_window_start;
@@ -238,7 +279,7 @@ fn apply_lock(c: &mut Credentials, t: &LockTransition) {
 
 /// Makes `password` the current one and adds it to the history, keeping the newest
 /// `keep_history` entries. Counters and lock are cleared.
-async fn store_password(
+pub(crate) async fn store_password(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     user: UserId,
@@ -283,7 +324,7 @@ async fn store_password(
 /// Revokes the active sessions of `user` in `scope` (`One` naming no active session of the
 /// user revokes nothing) and returns their ids, oldest first. With `audit`, writes one
 /// `session.revoke` per session.
-async fn revoke_user_sessions(
+pub(crate) async fn revoke_user_sessions(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     user: UserId,
@@ -333,60 +374,6 @@ async fn revoke_user_sessions(
         }
     }
     Ok(ids)
-}
-
-/// The revocation reason when a user's status change ends their sessions.
-fn status_revoke_reason(before: UserStatus, after: UserStatus) -> Option<&'static str> {
-    if before == after {
-        return None;
-    }
-    match after {
-        UserStatus::Blocked => Some("user_blocked"),
-        UserStatus::Suspended => Some("user_suspended"),
-        UserStatus::Inactive => Some("user_inactive"),
-        UserStatus::Pending | UserStatus::Active => None,
-    }
-}
-
-/// What a change of a user (`update_user`, `delete_user`) means for their sign-in, in the
-/// caller's transaction: sessions end when access is taken away, and a new address is not
-/// verified.
-pub(crate) async fn apply_user_change_to_auth(
-    conn: &mut SqliteConnection,
-    before: &User,
-    after: &User,
-    ctx: &AuditContext,
-    now: Timestamp,
-) -> Result<()> {
-    let reason = if after.is_deleted() && !before.is_deleted() {
-        Some("user_deleted")
-    } else {
-        status_revoke_reason(before.status, after.status)
-    };
-    if let Some(reason) = reason {
-        revoke_user_sessions(
-            conn,
-            after.tenant_id,
-            after.id,
-            RevokeScope::All,
-            reason,
-            now,
-            Some(ctx),
-        )
-        .await?;
-    }
-    // A verification was of the old address.
-    if before.email_normalized() != after.email_normalized() {
-        sqlx::query(
-            "UPDATE credentials SET email_verified_at = NULL WHERE tenant_id = ? AND user_id = ?",
-        )
-        .bind(after.tenant_id.into_uuid())
-        .bind(after.id.into_uuid())
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    }
-    Ok(())
 }
 
 async fn load_session(
@@ -450,10 +437,6 @@ async fn replace_codes(
     Ok(())
 }
 
-fn settings_json(s: &AuthSettings) -> Value {
-    serde_json::to_value(s).unwrap_or(Value::Null)
-}
-
 fn user_event(
     ctx: &AuditContext,
     tenant: TenantId,
@@ -494,81 +477,7 @@ impl AuthStore for SqliteStore {
         }
     }
 
-    async fn put_auth_settings(
-        &self,
-        tenant: TenantId,
-        settings: &AuthSettings,
-        ctx: &AuditContext,
-    ) -> domain::Result<AuthSettings> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        load_tenant(&mut tx, tenant).await?;
-        let before = sqlx::query_scalar::<_, String>(
-            "SELECT settings FROM auth_settings WHERE tenant_id = ?",
-        )
-        .bind(tenant.into_uuid())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?
-        .map(|text| {
-            serde_json::from_str::<AuthSettings>(&text)
-                .map_err(|e| corrupt(format_args!("auth settings: {e}")))
-        })
-        .transpose()?
-        .unwrap_or_default();
-        let text = serde_json::to_string(settings).map_err(Error::internal)?;
-        sqlx::query(
-            "INSERT INTO auth_settings (tenant_id, settings, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(tenant.into_uuid())
-        .bind(text)
-        .bind(to_micros(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        let ev = AuditEvent::record(
-            ctx,
-            tenant,
-            actions::TENANT_AUTH_SETTINGS_UPDATE,
-            EntityRef::tenant(tenant),
-            (Some(settings_json(&before)), Some(settings_json(settings))),
-            now,
-        );
-        insert_audit(&mut tx, &ev).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(settings.clone())
-    }
-
     // --- users with credentials ---
-
-    async fn create_user_with_password(
-        &self,
-        tenant: TenantId,
-        new: NewUser,
-        password: Option<NewPassword>,
-        action: &'static str,
-        ctx: &AuditContext,
-    ) -> domain::Result<User> {
-        let now = now();
-        let user = new.into_user(tenant, now);
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        let (t, active) = load_tenant(&mut tx, tenant).await?;
-        check_quota(&t, active)?;
-        if let Some(m) = user.manager_id {
-            check_manager_exists(&mut tx, tenant, m).await?;
-        }
-        insert_users(&mut tx, "users", tenant, std::slice::from_ref(&user)).await?;
-        crate::authz::give_new_user_role(&mut tx, tenant, user.id, now).await?;
-        if let Some(p) = &password {
-            store_password(&mut tx, tenant, user.id, p, now).await?;
-        }
-        let ev = AuditEvent::user_change(ctx, action, None, &user, now);
-        insert_audit(&mut tx, &ev).await?;
-        tx.commit().await.map_err(write_err)?;
-        Ok(user)
-    }
 
     async fn find_login(
         &self,
@@ -699,57 +608,6 @@ impl AuthStore for SqliteStore {
         Ok(true)
     }
 
-    async fn record_login_failure(
-        &self,
-        tenant: TenantId,
-        user: UserId,
-        policy: &LockoutPolicy,
-        reason: &str,
-        ctx: &AuditContext,
-    ) -> domain::Result<LockTransition> {
-        let now = now();
-        let mut tx = self.writer.begin().await.map_err(db_err)?;
-        load_live_user(&mut tx, tenant, user, None).await?;
-        let mut creds = load_credentials(&mut tx, tenant, user).await?;
-        let before_lock = creds.locked_until;
-        let t = creds.after_failure(policy, now);
-        apply_lock(&mut creds, &t);
-        write_credentials(&mut tx, &creds).await?;
-        let mut events = vec![user_event(
-            ctx,
-            tenant,
-            user,
-            actions::AUTH_LOGIN_FAILURE,
-            (None, Some(json!({ "reason": reason }))),
-            now,
-        )];
-        if t.unlocked {
-            events.push(user_event(
-                ctx,
-                tenant,
-                user,
-                actions::USER_UNLOCK,
-                (Some(json!({ "locked_until": before_lock })), None),
-                now,
-            ));
-        }
-        if t.locked {
-            events.push(user_event(
-                ctx,
-                tenant,
-                user,
-                actions::USER_LOCK,
-                (None, Some(json!({ "locked_until": t.locked_until }))),
-                now,
-            ));
-        }
-        for ev in &events {
-            insert_audit(&mut tx, ev).await?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(t)
-    }
-
     async fn mark_email_verified(
         &self,
         tenant: TenantId,
@@ -794,6 +652,10 @@ impl AuthStore for SqliteStore {
         // checks and this insert must not leave a live session behind.
         if live.status != domain::users::UserStatus::Active {
             return Err(Error::refused(Code::UserNotActive));
+        }
+        // Likewise a suspension of the tenant: a step begun before it ends with nothing.
+        if load_tenant(&mut tx, tenant).await?.status != domain::tenants::TenantStatus::Active {
+            return Err(Error::refused(Code::TenantSuspended));
         }
         let amr = serde_json::to_string(&s.amr).map_err(Error::internal)?;
         sqlx::query(
@@ -1203,25 +1065,27 @@ impl AuthStore for SqliteStore {
         row.map(|r| ott_from_row(&r, hash)).transpose()
     }
 
-    async fn fail_one_time_token(
+    async fn reserve_token_attempt(
         &self,
         purpose: TokenPurpose,
         hash: &KeyHash,
         max_attempts: u32,
-    ) -> domain::Result<()> {
-        sqlx::query(
-            "UPDATE one_time_tokens SET attempts = attempts + 1, \
-             used_at = CASE WHEN attempts + 1 >= ?1 THEN ?2 ELSE used_at END \
-             WHERE hash = ?3 AND purpose = ?4 AND used_at IS NULL",
+        now: Timestamp,
+    ) -> domain::Result<bool> {
+        // One statement: the check and the count cannot be separated.
+        let done = sqlx::query(
+            "UPDATE one_time_tokens SET attempts = attempts + 1 \
+             WHERE hash = ?1 AND purpose = ?2 AND used_at IS NULL AND expires_at > ?3 \
+             AND attempts < ?4",
         )
-        .bind(i64::from(max_attempts))
-        .bind(to_micros(now()))
         .bind(hash.as_str())
         .bind(purpose.as_str())
+        .bind(to_micros(now))
+        .bind(i64::from(max_attempts))
         .execute(&self.writer)
         .await
         .map_err(db_err)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     // --- TOTP and recovery codes ---
@@ -1476,7 +1340,11 @@ impl AuthStore for SqliteStore {
         rows.iter().map(signing_key_from_row).collect()
     }
 
-    async fn add_signing_key(&self, key: &SigningKeyRecord) -> domain::Result<()> {
+    async fn add_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        events: &[AuditEvent],
+    ) -> domain::Result<()> {
         let mut tx = self.writer.begin().await.map_err(db_err)?;
         sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
             .bind(to_micros(key.created_at))
@@ -1495,6 +1363,9 @@ impl AuthStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        for ev in events {
+            insert_audit(&mut tx, ev).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }
@@ -1533,4 +1404,78 @@ impl AuthStore for SqliteStore {
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }
+}
+
+// --- transaction primitives (see `crate::tx`) ---
+
+pub(crate) async fn set_email_verified(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    user: UserId,
+    at: Option<Timestamp>,
+) -> Result<()> {
+    let mut c = load_credentials(conn, tenant, user).await?;
+    c.email_verified_at = at;
+    write_credentials(conn, &c).await
+}
+
+pub(crate) async fn void_tokens(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    user: UserId,
+    purposes: &[TokenPurpose],
+    at: Timestamp,
+) -> Result<u64> {
+    let mut voided = 0;
+    for p in purposes {
+        voided += sqlx::query(INVALIDATE_EARLIER_TOKENS_SQL)
+            .bind(to_micros(at))
+            .bind(tenant.into_uuid())
+            .bind(user.into_uuid())
+            .bind(p.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?
+            .rows_affected();
+    }
+    Ok(voided)
+}
+
+pub(crate) async fn load_settings(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+) -> Result<AuthSettings> {
+    load_tenant(conn, tenant).await?;
+    let text =
+        sqlx::query_scalar::<_, String>("SELECT settings FROM auth_settings WHERE tenant_id = ?")
+            .bind(tenant.into_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    match text {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| corrupt(format_args!("auth settings: {e}")))
+        }
+        None => Ok(AuthSettings::default()),
+    }
+}
+
+pub(crate) async fn put_settings(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    settings: &AuthSettings,
+) -> Result<()> {
+    let text = serde_json::to_string(settings).map_err(Error::internal)?;
+    sqlx::query(
+        "INSERT INTO auth_settings (tenant_id, settings, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (tenant_id) DO UPDATE SET settings = excluded.settings, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(tenant.into_uuid())
+    .bind(text)
+    .bind(to_micros(now()))
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    Ok(())
 }

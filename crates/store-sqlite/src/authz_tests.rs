@@ -3,28 +3,25 @@
 //! older database, and the manager-chain walk over seeded data. The behaviour shared with
 //! PostgreSQL is the contract suite `testkit/tests/authz_store_contract.rs`.
 
-use std::time::Instant;
-
-use domain::audit::{actions, ActorType, AuditContext, AuditQuery};
-use domain::authz::{
-    default_roles, AvailableUsersQuery, GroupMemberRole, GroupType, NewGroup, NewRole,
-    PermissionKey, USER_ROLE,
-};
+use domain::audit::{actions, ActorType, AuditQuery};
+use domain::authz::{default_roles, AvailableUsersQuery, USER_ROLE};
 use domain::ids::{GroupId, TenantId, UserId};
 use domain::page::PageSize;
-use domain::tenants::{NewTenant, Plan, Tenant, TenantSlug};
+use domain::tenants::Tenant;
+use domain::testing;
 use domain::time::now;
 use domain::users::{User, UserStatus};
-use domain::values::{DisplayName, Identifier, JsonObject, SearchQuery};
+use domain::values::SearchQuery;
 use domain::{AuthzStore, Store};
 use serde_json::Map;
 use sqlx::Row;
 
 use crate::authz::{
-    available_users_sql, tenant_roles_sql, MANAGER_CHAIN_SQL, OTHER_SUPER_ADMIN_SQL,
-    PRINCIPAL_GROUPS_SQL, TENANT_ROLE_PERMISSIONS_SQL,
+    available_users_sql, tenant_roles_sql, MANAGER_CHAIN_SQL, PRINCIPAL_GROUPS_SQL,
+    SUPER_ADMIN_HOLDERS_SQL, TENANT_ROLE_PERMISSIONS_SQL,
 };
-use crate::{SearchPlan, SqliteStore};
+use crate::users::SearchPlan;
+use crate::SqliteStore;
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -36,18 +33,7 @@ async fn open() -> (tempfile::TempDir, SqliteStore) {
 }
 
 async fn tenant(store: &SqliteStore, slug: &str) -> Tenant {
-    let new = NewTenant {
-        slug: TenantSlug::parse("slug", slug).unwrap(),
-        display_name: DisplayName::parse("display_name", slug).unwrap(),
-        plan: Plan::Enterprise,
-        max_users: None,
-        trial_ends_at: None,
-        settings: JsonObject::default(),
-    };
-    store
-        .create_tenant(new, &AuditContext::system())
-        .await
-        .unwrap()
+    testing::tenant(store, slug).await
 }
 
 fn seed_user(tenant: TenantId, i: usize, manager: Option<UserId>) -> User {
@@ -115,7 +101,7 @@ async fn engine_reads_use_their_indexes() {
         ),
         (PRINCIPAL_GROUPS_SQL.to_owned(), 2, "group_members_by_user"),
         (MANAGER_CHAIN_SQL.to_owned(), 3, "users_by_tenant_id"),
-        (OTHER_SUPER_ADMIN_SQL.to_owned(), 4, "user_roles_by_role"),
+        (SUPER_ADMIN_HOLDERS_SQL.to_owned(), 2, "user_roles_by_role"),
         (
             "SELECT id, name, parent_id, active FROM groups WHERE tenant_id = ? ORDER BY name"
                 .to_owned(),
@@ -185,10 +171,7 @@ async fn migrating_gives_older_tenants_their_default_roles_once() {
     let t = tenant(&store, "acme").await;
     let other = tenant(&store, "globex").await;
     let users: Vec<User> = (0..5).map(|i| seed_user(t.id, i, None)).collect();
-    store
-        .seed_users(t.id, users.clone(), &AuditContext::system())
-        .await
-        .unwrap();
+    testing::seed(&store, t.id, &users, None).await;
     let other_roles = store.list_roles(other.id).await.unwrap();
 
     // The tenant as a database from before authorization would hold it: no roles at all
@@ -261,121 +244,7 @@ async fn a_manager_cycle_in_seeded_data_ends_the_chain() {
     let c = seed_user(t.id, 2, Some(a.id));
     a.manager_id = Some(b.id);
     b.manager_id = Some(c.id);
-    store
-        .seed_users(
-            t.id,
-            vec![a.clone(), b.clone(), c.clone()],
-            &AuditContext::system(),
-        )
-        .await
-        .unwrap();
+    testing::seed(&store, t.id, &[a.clone(), b.clone(), c.clone()], None).await;
     let p = store.load_principal(t.id, a.id).await.unwrap().unwrap();
     assert_eq!(p.manager_chain, vec![b.id, c.id]);
-}
-
-/// A tenant of the size (100,000 users, 1,000 groups, 200 roles): how long the
-/// decision engine's cache-miss reads take. By hand:
-/// `cargo test -p portcullis-store-sqlite --release -- --ignored --nocapture authz_scale`.
-#[tokio::test]
-#[ignore]
-async fn authz_scale() {
-    let (_dir, store) = open().await;
-    let t = tenant(&store, "acme").await;
-    let ctx = AuditContext::system();
-    let mut users = Vec::with_capacity(100_000);
-    for i in 0..100_000 {
-        // Chains of managers ten deep.
-        let manager = (i % 10 != 0)
-            .then(|| users.last().map(|u: &User| u.id))
-            .flatten();
-        users.push(seed_user(t.id, i, manager));
-    }
-    let start = Instant::now();
-    for chunk in users.chunks(10_000) {
-        store.seed_users(t.id, chunk.to_vec(), &ctx).await.unwrap();
-    }
-    eprintln!("seeded 100k users in {:.1}s", start.elapsed().as_secs_f64());
-
-    let keys: Vec<PermissionKey> = ["users:read:all", "groups:read:all", "roles:read:all"]
-        .iter()
-        .map(|k| PermissionKey::parse("p", k).unwrap())
-        .collect();
-    let mut roles = Vec::new();
-    for i in 0..197 {
-        let new = NewRole {
-            name: Identifier::parse("name", &format!("role{i}")).unwrap(),
-            display_name: DisplayName::parse("display_name", &format!("Role {i}")).unwrap(),
-            description: None,
-            priority: i,
-            active: true,
-            permissions: keys.clone(),
-        };
-        roles.push(store.create_role(t.id, new, &ctx).await.unwrap());
-    }
-    let mut groups: Vec<GroupId> = Vec::new();
-    for i in 0..1_000 {
-        let new = NewGroup {
-            name: Identifier::parse("name", &format!("group{i}")).unwrap(),
-            display_name: DisplayName::parse("display_name", &format!("Group {i}")).unwrap(),
-            description: None,
-            group_type: GroupType::Team,
-            parent_id: (i % 10 != 0).then(|| groups[i - i % 10]),
-            max_members: None,
-            active: true,
-            settings: JsonObject::default(),
-        };
-        let g = store.create_group(t.id, new, &ctx).await.unwrap();
-        store
-            .grant_group_role(t.id, g.id, roles[i % roles.len()].id, &ctx)
-            .await
-            .unwrap();
-        groups.push(g.id);
-    }
-    let start = Instant::now();
-    for (i, g) in groups.iter().enumerate() {
-        let members: Vec<UserId> = users[i * 100..(i + 1) * 100].iter().map(|u| u.id).collect();
-        store
-            .add_group_members(t.id, *g, members, GroupMemberRole::Member, &ctx)
-            .await
-            .unwrap();
-    }
-    eprintln!("100k memberships in {:.1}s", start.elapsed().as_secs_f64());
-
-    let n = 20;
-    let start = Instant::now();
-    for _ in 0..n {
-        let d = store.load_tenant_authz(t.id).await.unwrap();
-        assert_eq!(d.roles.len(), 201);
-        assert_eq!(d.groups.len(), 1_000);
-    }
-    eprintln!(
-        "load_tenant_authz: {:.2} ms",
-        start.elapsed().as_secs_f64() * 1e3 / f64::from(n)
-    );
-    let start = Instant::now();
-    for i in 0..1_000 {
-        let u = &users[(i * 97) % users.len()];
-        let p = store.load_principal(t.id, u.id).await.unwrap().unwrap();
-        assert_eq!(p.groups.len(), 1);
-    }
-    eprintln!(
-        "load_principal: {:.3} ms",
-        start.elapsed().as_secs_f64() * 1e3 / 1_000.0
-    );
-    let start = Instant::now();
-    let q = AvailableUsersQuery {
-        search: Some(SearchQuery::parse("search", "user 4").unwrap()),
-        department: None,
-        limit: 50,
-    };
-    let found = store.available_users(t.id, groups[0], &q).await.unwrap();
-    eprintln!(
-        "available_users 'user 4': {} in {:.1} ms",
-        found.len(),
-        start.elapsed().as_secs_f64() * 1e3
-    );
-    let start = Instant::now();
-    let listed = store.list_groups(t.id).await.unwrap();
-    assert_eq!(listed.len(), 1_000);
-    eprintln!("list_groups: {:.1} ms", start.elapsed().as_secs_f64() * 1e3);
 }

@@ -3,15 +3,19 @@
 
 use std::time::Instant;
 
-use domain::audit::AuditContext;
 use domain::page::PageSize;
-use domain::tenants::{NewTenant, Plan, TenantSlug};
+use domain::testing;
 use domain::time::from_micros;
+use domain::users::{DeletedFilter, UserCursor, UserSortField};
 use domain::users::{UserSort, UserStatus};
-use domain::values::{DisplayName, JsonObject, SearchQuery};
+use domain::values::SearchQuery;
 use serde_json::Map;
+use sqlx::Row;
 
 use super::*;
+use crate::users::{user_list_sql, SearchPlan, USER_INSERT_COLS, USER_INSERT_COLUMNS};
+use domain::tenants::Tenant;
+use domain::time::{now, to_micros};
 
 async fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,18 +27,7 @@ async fn open() -> (tempfile::TempDir, SqliteStore) {
 }
 
 async fn tenant(store: &SqliteStore, slug: &str) -> Tenant {
-    let new = NewTenant {
-        slug: TenantSlug::parse("slug", slug).unwrap(),
-        display_name: DisplayName::parse("display_name", slug).unwrap(),
-        plan: Plan::Enterprise,
-        max_users: None,
-        trial_ends_at: None,
-        settings: JsonObject::default(),
-    };
-    store
-        .create_tenant(new, &AuditContext::system())
-        .await
-        .unwrap()
+    testing::tenant(store, slug).await
 }
 
 /// `n` users of `tenant` with varied names, departments and sign-in times.
@@ -113,28 +106,28 @@ async fn readers_cannot_write() {
 async fn active_user_counter_follows_deletes_and_restores() {
     let (_dir, store) = open().await;
     let t = tenant(&store, "acme").await;
-    let ctx = AuditContext::system();
     let seeded = users(t.id, 5);
-    let ids: Vec<UserId> = seeded.iter().map(|u| u.id).collect();
-    store.seed_users(t.id, seeded, &ctx).await.unwrap();
+    testing::seed(&store, t.id, &seeded, None).await;
     let active = || async {
-        let (_, n) = load_tenant(&mut store.writer.acquire().await.unwrap(), t.id)
+        tenants::user_quota(&mut store.writer.acquire().await.unwrap(), t.id)
             .await
-            .unwrap();
-        n
+            .unwrap()
+            .live_users
     };
     assert_eq!(active().await, 5);
-    store.delete_user(t.id, ids[0], None, &ctx).await.unwrap();
-    store.delete_user(t.id, ids[1], None, &ctx).await.unwrap();
+    let at = now();
+    testing::put_user(&store, &seeded[0].soft_deleted(at)).await;
+    testing::put_user(&store, &seeded[1].soft_deleted(at)).await;
     assert_eq!(active().await, 3);
-    store.restore_user(t.id, ids[0], &ctx).await.unwrap();
+    let deleted = seeded[0].soft_deleted(at);
+    testing::put_user(&store, &deleted.restored(at).unwrap()).await;
     assert_eq!(active().await, 4);
 }
 
 /// The plan SQLite picks for a user list, one line per step.
 async fn plan(store: &SqliteStore, tenant: TenantId, q: &UserListQuery) -> String {
     let search = match &q.q {
-        Some(terms) => Some(store.search_plan(terms).await.unwrap()),
+        Some(terms) => Some(users::search_plan(&store.reader, terms).await.unwrap()),
         None => None,
     };
     let mut qb = user_list_sql("EXPLAIN QUERY PLAN ", tenant, q, search).unwrap();
@@ -150,15 +143,8 @@ async fn every_sort_order_walks_its_index() {
     let (_dir, store) = open().await;
     let a = tenant(&store, "acme").await;
     let b = tenant(&store, "globex").await;
-    let ctx = AuditContext::system();
-    store
-        .seed_users(a.id, users(a.id, 3000), &ctx)
-        .await
-        .unwrap();
-    store
-        .seed_users(b.id, users(b.id, 500), &ctx)
-        .await
-        .unwrap();
+    testing::seed(&store, a.id, &users(a.id, 3000), None).await;
+    testing::seed(&store, b.id, &users(b.id, 500), None).await;
     let sample = store
         .list_users(a.id, &UserListQuery::default())
         .await
@@ -271,11 +257,7 @@ async fn every_sort_order_walks_its_index() {
 async fn search_uses_the_full_text_index() {
     let (_dir, store) = open().await;
     let a = tenant(&store, "acme").await;
-    let ctx = AuditContext::system();
-    store
-        .seed_users(a.id, users(a.id, 300), &ctx)
-        .await
-        .unwrap();
+    testing::seed(&store, a.id, &users(a.id, 300), None).await;
     let q = UserListQuery {
         q: Some(SearchQuery::parse("q", "gra person1").unwrap()),
         limit: PageSize::new(Some(200)).unwrap(),
@@ -295,17 +277,16 @@ async fn search_uses_the_full_text_index() {
 async fn broad_searches_walk_the_sort_index() {
     let (_dir, store) = open().await;
     let a = tenant(&store, "acme").await;
-    store
-        .seed_users(a.id, users(a.id, 6_000), &AuditContext::system())
-        .await
-        .unwrap();
+    testing::seed(&store, a.id, &users(a.id, 6_000), None).await;
     // Every user matches "person": more than a collect should gather.
     let broad = UserListQuery {
         q: Some(SearchQuery::parse("q", "person").unwrap()),
         ..Default::default()
     };
     assert_eq!(
-        store.search_plan(broad.q.as_ref().unwrap()).await.unwrap(),
+        users::search_plan(&store.reader, broad.q.as_ref().unwrap())
+            .await
+            .unwrap(),
         SearchPlan::Walk
     );
     let p = plan(&store, a.id, &broad).await;
@@ -321,7 +302,9 @@ async fn broad_searches_walk_the_sort_index() {
         ..Default::default()
     };
     assert_eq!(
-        store.search_plan(narrow.q.as_ref().unwrap()).await.unwrap(),
+        users::search_plan(&store.reader, narrow.q.as_ref().unwrap())
+            .await
+            .unwrap(),
         SearchPlan::Collect
     );
     let p = plan(&store, a.id, &narrow).await;
@@ -332,7 +315,6 @@ async fn broad_searches_walk_the_sort_index() {
 async fn seed_users_is_fast() {
     let (_dir, store) = open().await;
     let a = tenant(&store, "acme").await;
-    let ctx = AuditContext::system();
     let total = 20_000;
     let batches: Vec<Vec<User>> = (0..total / 5_000).map(|_| users(a.id, 5_000)).collect();
     // Make the emails unique across batches.
@@ -351,7 +333,7 @@ async fn seed_users_is_fast() {
         .collect();
     let start = Instant::now();
     for batch in batches {
-        assert_eq!(store.seed_users(a.id, batch, &ctx).await.unwrap(), 5_000);
+        assert_eq!(testing::seed(&store, a.id, &batch, None).await, 5_000);
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -378,11 +360,7 @@ async fn scale() {
     let (_dir, store) = open().await;
     let a = tenant(&store, "acme").await;
     let b = tenant(&store, "globex").await;
-    let ctx = AuditContext::system();
-    store
-        .seed_users(b.id, users(b.id, 10_000), &ctx)
-        .await
-        .unwrap();
+    testing::seed(&store, b.id, &users(b.id, 10_000), None).await;
 
     // Experiments: statements run on the writer first, e.g. `PRAGMA cache_size = -262144`
     // or `DROP INDEX users_by_name`, separated by ';'.
@@ -416,7 +394,7 @@ async fn scale() {
                 u
             })
             .collect();
-        store.seed_users(a.id, us, &ctx).await.unwrap();
+        testing::seed(&store, a.id, &us, None).await;
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -503,28 +481,8 @@ async fn scale() {
         );
     }
     let t = Instant::now();
-    store
-        .create_user(
-            a.id,
-            NewUser {
-                email: domain::values::Email::parse("email", "new@example.com").unwrap(),
-                username: None,
-                full_name: DisplayName::parse("full_name", "New Person").unwrap(),
-                phone: None,
-                department: None,
-                job_title: None,
-                employee_id: None,
-                manager_id: None,
-                cost_center: None,
-                clearance_level: None,
-                language: None,
-                avatar_url: None,
-                custom_attributes: JsonObject::default(),
-                status: UserStatus::Active,
-            },
-            &ctx,
-        )
-        .await
-        .unwrap();
-    eprintln!("create_user: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let mut one = users(a.id, 1);
+    one[0].email = "new@example.com".into();
+    testing::seed(&store, a.id, &one, None).await;
+    eprintln!("insert one user: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
 }

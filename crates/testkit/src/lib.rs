@@ -15,6 +15,7 @@ use std::time::Duration;
 use domain::Store;
 use portcullis::config::Config;
 pub use portcullis_auth::mailer::MemoryMailer;
+use portcullis_services::Services;
 use reqwest::Method;
 use serde_json::Value;
 use store_postgres::PgStore;
@@ -132,6 +133,8 @@ macro_rules! store_tests {
     };
 }
 
+pub mod rig;
+
 /// Domain values for storage tests.
 pub mod fixtures {
     use domain::tenants::{NewTenant, Plan, TenantSlug};
@@ -181,7 +184,10 @@ pub struct TestApp {
     pub backend: Backend,
     pub base_url: String,
     pub http: reqwest::Client,
+    /// The server's store, for tests that look behind the API (audit rows, outbox).
     pub store: Arc<dyn Store>,
+    /// The server's services, for tests that act as the operator (CLI).
+    pub services: Arc<Services>,
     /// A platform-admin key of the `default` tenant.
     pub admin_key: String,
     /// Every message the server sent.
@@ -224,18 +230,19 @@ pub async fn spawn_app_with(backend: Backend, config: Config) -> Option<TestApp>
     portcullis::app::prepare(store.as_ref())
         .await
         .expect("prepare");
-    let (_, admin) =
-        portcullis::keys::create_api_key(store.as_ref(), "default", "test-admin", true)
+    let mailer = MemoryMailer::new();
+    let services =
+        portcullis::app::services(store.clone(), &config, Some(Arc::new(mailer.clone())))
             .await
-            .expect("admin key");
+            .expect("services");
+    let (_, admin) = portcullis::keys::create_api_key(&services, "default", "test-admin", true)
+        .await
+        .expect("admin key");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let mailer = MemoryMailer::new();
-    let router = portcullis::app::router(store.clone(), &config, Some(Arc::new(mailer.clone())))
-        .await
-        .expect("router");
+    let router = portcullis::app::router(services.clone(), &config);
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(portcullis::app::serve(
         listener,
@@ -253,6 +260,7 @@ pub async fn spawn_app_with(backend: Backend, config: Config) -> Option<TestApp>
             .build()
             .expect("client"),
         store,
+        services,
         admin_key: admin.expose().to_owned(),
         mailer,
         shutdown: Some(tx),
@@ -355,6 +363,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn put(&self, path: &str, key: &str, body: &Value) -> TestResponse {
+        self.send(Method::PUT, path, Some(key), Some(body), &[])
+            .await
+    }
+
     pub async fn delete(&self, path: &str, key: &str) -> TestResponse {
         self.send(Method::DELETE, path, Some(key), None, &[]).await
     }
@@ -368,7 +381,7 @@ impl TestApp {
         }
         let res = self.post("/api/v1/tenants", &self.admin_key, &body).await;
         assert_eq!(res.status, 201, "{}", res.text);
-        let (_, key) = portcullis::keys::create_api_key(self.store.as_ref(), slug, "test", false)
+        let (_, key) = portcullis::keys::create_api_key(&self.services, slug, "test", false)
             .await
             .expect("key");
         (

@@ -52,17 +52,44 @@ const BCRYPT_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// which formats are accepted. Wrappers that add nothing are unwrapped (`argon2$argon2id$…`
 /// becomes `$argon2id$…`, `bcrypt$$2b$…` becomes `$2b$…`); other formats are kept, with their
 /// base64 normalised.
-pub fn import_hash(raw: &str) -> Result<String, String> {
+///
+/// A hash costlier to verify than the server's own (see [`Stored::too_costly`]) is refused
+/// with [`ImportError::TooCostly`], not clamped: one such account would let anyone tie up
+/// the hashing pool with sign-in attempts.
+pub fn import_hash(raw: &str, own: &Argon2Params) -> Result<String, ImportError> {
     let raw = raw.trim();
-    Stored::parse(raw)
+    let stored = Stored::parse(raw)
         .and_then(|stored| {
             if let Stored::Pbkdf2(p) = &stored {
                 p.check_import_iterations()?;
             }
-            Ok(stored.canonical())
+            Ok(stored)
         })
-        .map_err(|msg| format!("{msg}; {ACCEPTED}"))
+        .map_err(|msg| ImportError::Unsupported(format!("{msg}; {ACCEPTED}")))?;
+    if stored.too_costly(own) {
+        return Err(ImportError::TooCostly);
+    }
+    Ok(stored.canonical())
 }
+
+/// Why an imported hash is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportError {
+    /// Not in a supported format; the message says which are.
+    Unsupported(String),
+    /// Its cost exceeds what this server verifies.
+    TooCostly,
+}
+
+/// Argon2 memory an imported hash may ask for (or the server's own, if larger): 64 MiB.
+const MAX_IMPORT_ARGON2_M_KIB: u32 = 64 * 1024;
+/// Argon2 passes an imported hash may ask for (or the server's own, if more).
+const MAX_IMPORT_ARGON2_T: u32 = 4;
+/// PBKDF2 iterations a hash may ask for: 1.2M, a little above OWASP's 600,000 for SHA-256
+/// (and the 1,300,000 Django 5 uses for new hashes is not needed: Django re-hashes them).
+const MAX_VERIFIED_PBKDF2_ITERATIONS: u32 = 1_200_000;
+/// bcrypt cost a hash may ask for: 2^13 rounds, about 0.5 s on a server core.
+const MAX_VERIFIED_BCRYPT_COST: u32 = 13;
 
 /// Keycloak's credential (algorithm `pbkdf2` | `pbkdf2-sha256` | `pbkdf2-sha512`,
 /// hashIterations, base64 salt, base64 value) → canonical string
@@ -136,6 +163,20 @@ impl Stored {
             Stored::Argon2(h) => h.verify(password),
             Stored::Bcrypt(h) => h.verify(password),
             Stored::Pbkdf2(h) => Ok(h.verify(password)),
+        }
+    }
+
+    /// Whether verifying this hash costs more than the server will spend on one attempt:
+    /// argon2 above 64 MiB or 4 passes (unless within the server's own `params`), PBKDF2
+    /// above 1.2M iterations, bcrypt above cost 13.
+    pub(super) fn too_costly(&self, own: &Argon2Params) -> bool {
+        match self {
+            Stored::Argon2(h) => {
+                h.m_cost > MAX_IMPORT_ARGON2_M_KIB.max(own.m_cost_kib)
+                    || h.t_cost > MAX_IMPORT_ARGON2_T.max(own.t_cost)
+            }
+            Stored::Bcrypt(h) => h.cost > MAX_VERIFIED_BCRYPT_COST,
+            Stored::Pbkdf2(h) => h.iterations > MAX_VERIFIED_PBKDF2_ITERATIONS,
         }
     }
 
@@ -226,6 +267,7 @@ impl Argon2Hash {
 #[derive(Debug)]
 pub(super) struct Bcrypt {
     hash: String,
+    cost: u32,
     sha256_prehash: bool,
 }
 
@@ -264,6 +306,7 @@ impl Bcrypt {
         }
         Ok(Self {
             hash: hash.to_owned(),
+            cost,
             sha256_prehash,
         })
     }
@@ -539,7 +582,7 @@ mod tests {
         );
         let wrong = format!("{password}x");
         assert!(!check(stored, &wrong).matched, "{stored}");
-        let imported = import_hash(stored).unwrap();
+        let imported = import_hash(stored, &FAST).unwrap();
         assert!(check(&imported, password).matched, "{imported}");
     }
 
@@ -586,8 +629,11 @@ mod tests {
         );
         // The Django wrapper is dropped on import: what remains is the PHC string.
         assert_eq!(
-            import_hash("argon2$argon2i$v=19$m=256,t=1,p=1$c29tZXNhbHQ$AJFIsNZTMKTAewB4+ETN1A")
-                .unwrap(),
+            import_hash(
+                "argon2$argon2i$v=19$m=256,t=1,p=1$c29tZXNhbHQ$AJFIsNZTMKTAewB4+ETN1A",
+                &FAST
+            )
+            .unwrap(),
             "$argon2i$v=19$m=256,t=1,p=1$c29tZXNhbHQ$AJFIsNZTMKTAewB4+ETN1A"
         );
         // Our own argon2id behind Django's prefix, with the current params: no re-hash.
@@ -620,7 +666,7 @@ mod tests {
         let inner = bcrypt::hash("letmein-please", 4).unwrap();
         let django = format!("bcrypt${inner}");
         assert_foreign(&django, "letmein-please");
-        assert_eq!(import_hash(&django).unwrap(), inner);
+        assert_eq!(import_hash(&django, &FAST).unwrap(), inner);
     }
 
     #[test]
@@ -666,7 +712,7 @@ mod tests {
             .matched
         );
         // The prefix is kept on import: it changes what bcrypt was given.
-        assert!(import_hash(cases[1].1)
+        assert!(import_hash(cases[1].1, &FAST)
             .unwrap()
             .starts_with("bcrypt_sha256$$2a$08$"));
     }
@@ -772,20 +818,72 @@ mod tests {
             "$keycloak-pbkdf2-sha256$27500$a2V5$AAAA",
         ];
         for raw in refused {
-            let err = import_hash(raw).unwrap_err();
-            assert!(err.contains("accepted formats"), "{raw}: {err}");
+            match import_hash(raw, &FAST) {
+                Err(ImportError::Unsupported(err)) => {
+                    assert!(err.contains("accepted formats"), "{raw}: {err}");
+                }
+                other => panic!("{raw}: {other:?}"),
+            }
         }
         // The message never repeats the credential.
-        let err = import_hash("hunter2").unwrap_err();
-        assert!(!err.contains("hunter2"), "{err}");
+        let err = import_hash("hunter2", &FAST).unwrap_err();
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+
+    #[test]
+    fn hashes_costlier_than_ours_are_refused_not_clamped() {
+        let salt_and_hash = "c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
+        let costly = [
+            format!("$argon2id$v=19$m=131072,t=2,p=1${salt_and_hash}"),
+            format!("$argon2id$v=19$m=65536,t=5,p=1${salt_and_hash}"),
+            "$2b$14$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW".to_owned(),
+            "pbkdf2_sha256$1300000$seasalt$FQCNpiZpTb0zub+HBsH6TOwyRxJ19FwvjbweatNmK/Y=".to_owned(),
+            format!(
+                "$keycloak-pbkdf2-sha256$i=1200001$a2V5Y2xvYWstc2FsdC0xNg==${}",
+                "8GbjogtMDXRXRIS4I8hic4Wfp7iB8Wyd29k+n5soeT5O8CiybH/NSkwhbXLo9c8Vz0YwKrbJyq+Upc6F+e4LKg=="
+            ),
+        ];
+        for raw in &costly {
+            assert_eq!(
+                import_hash(raw, &FAST),
+                Err(ImportError::TooCostly),
+                "{raw}"
+            );
+            // Stored before the bound: never run.
+            assert!(
+                matches!(
+                    super::super::verify_password(&FAST, "pw", raw),
+                    Err(HashError::TooCostly)
+                ),
+                "{raw}"
+            );
+        }
+        // At the bounds: accepted.
+        for raw in [
+            format!("$argon2id$v=19$m=65536,t=4,p=1${salt_and_hash}"),
+            "$2b$13$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW".to_owned(),
+            "pbkdf2_sha256$1200000$seasalt$FQCNpiZpTb0zub+HBsH6TOwyRxJ19FwvjbweatNmK/Y=".to_owned(),
+        ] {
+            assert!(import_hash(&raw, &FAST).is_ok(), "{raw}");
+        }
+        // A server configured above the bounds verifies hashes of its own cost.
+        let heavy = Argon2Params {
+            m_cost_kib: 131_072,
+            t_cost: 2,
+            p_cost: 1,
+        };
+        assert!(import_hash(&costly[0], &heavy).is_ok());
     }
 
     #[test]
     fn import_trims_whitespace_and_keeps_canonical_forms() {
         let django = "pbkdf2_sha256$10000$seasalt$FQCNpiZpTb0zub+HBsH6TOwyRxJ19FwvjbweatNmK/Y=";
-        assert_eq!(import_hash(&format!("  {django}\n")).unwrap(), django);
+        assert_eq!(
+            import_hash(&format!("  {django}\n"), &FAST).unwrap(),
+            django
+        );
         let vector = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
-        assert_eq!(import_hash(vector).unwrap(), vector);
+        assert_eq!(import_hash(vector, &FAST).unwrap(), vector);
         let keycloak = import_keycloak(
             "pbkdf2-sha256",
             27500,
@@ -793,7 +891,7 @@ mod tests {
             "8GbjogtMDXRXRIS4I8hic4Wfp7iB8Wyd29k+n5soeT5O8CiybH/NSkwhbXLo9c8Vz0YwKrbJyq+Upc6F+e4LKg==",
         )
         .unwrap();
-        assert_eq!(import_hash(&keycloak).unwrap(), keycloak);
+        assert_eq!(import_hash(&keycloak, &FAST).unwrap(), keycloak);
     }
 
     #[test]
