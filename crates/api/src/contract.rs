@@ -7,7 +7,7 @@
 
 use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayItems, Object, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 
 /// Request fields holding lists of permission keys (`resource:action:scope`).
@@ -44,6 +44,10 @@ const FIELD_RULES: [(&str, &str, usize); 4] = [
 /// 1–64 characters (and at most 16 KiB as JSON, which a schema cannot state).
 const OBJECT_FIELDS: [&str; 2] = ["settings", "custom_attributes"];
 
+/// No string may hold U+0000 (`extract`: no backend stores it); said of every string
+/// field and query parameter that has no pattern of its own.
+const NO_NUL: &str = "^[^\\x00]*$";
+
 /// Adds the common responses to every operation of `doc` that does not state them, and
 /// the constraints that field annotations cannot carry: list items, and the domain value
 /// rules of request fields.
@@ -72,6 +76,11 @@ pub fn complete(doc: &mut OpenApi) {
                     f.max_length = Some(max);
                 }
             }
+            for property in object.properties.values_mut() {
+                if let RefOr::T(Schema::Object(f)) = property {
+                    bar_nul(f);
+                }
+            }
         }
         for (schema, field) in PERMISSION_LISTS {
             let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema) else {
@@ -94,6 +103,13 @@ pub fn complete(doc: &mut OpenApi) {
             let if_match = op.parameters.iter().flatten().any(|p| {
                 p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("if-match")
             });
+            for p in op.parameters.iter_mut().flatten() {
+                if p.parameter_in == ParameterIn::Query {
+                    if let Some(RefOr::T(Schema::Object(s))) = p.schema.as_mut() {
+                        bar_nul(s);
+                    }
+                }
+            }
             let takes_input = has_body || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
             let mut add = |status: &str, description: &str, when: bool| {
                 if when {
@@ -181,4 +197,16 @@ fn request_body_schemas(doc: &OpenApi) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// Gives a free string (no pattern, format or enum of its own) the [`NO_NUL`] pattern.
+fn bar_nul(s: &mut Object) {
+    let string = match &s.schema_type {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
+    };
+    if string && s.pattern.is_none() && s.format.is_none() && s.enum_values.is_none() {
+        s.pattern = Some(NO_NUL.to_owned());
+    }
 }

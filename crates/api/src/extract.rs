@@ -87,6 +87,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .detail(e.to_string())
     })?;
     integral_floats_to_integers(&mut value);
+    if let Some(field) = nul_at(&value, "") {
+        return Err(ApiError::validation(vec![FieldError::new(
+            field,
+            "nul_character",
+            "must not contain the NUL character (U+0000)",
+        )]));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -115,6 +122,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 .detail(inner.to_string()),
         }
     })
+}
+
+/// Where a string or key holding U+0000 is, if one does: no backend stores it (PostgreSQL's
+/// text and jsonb cannot), so both refuse it alike.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(path.to_owned())
+            } else {
+                nul_at(v, &join(k))
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn integral_floats_to_integers(value: &mut serde_json::Value) {
@@ -189,6 +224,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or_default();
+        if let Some((name, _)) =
+            form_urlencoded::parse(query.as_bytes()).find(|(_, v)| v.contains('\0'))
+        {
+            return Err(ApiError::invalid_request(vec![FieldError::new(
+                name.into_owned(),
+                "nul_character",
+                "must not contain the NUL character (U+0000)",
+            )]));
+        }
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(ApiQuery)

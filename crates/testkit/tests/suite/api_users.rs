@@ -368,6 +368,20 @@ async fn malformed_requests_are_clear_4xx(app: TestApp) {
     )
     .await
     .assert_problem(413, "payload_too_large");
+    // No backend stores U+0000: refused alike, wherever it is, before anything is written.
+    let res = app
+        .post(
+            "/api/v1/users",
+            &key,
+            &json!({"email": "nul@example.com", "full_name": "Nul",
+                    "custom_attributes": {"team": ["ok", "a\u{0}b"]}}),
+        )
+        .await;
+    res.assert_problem(422, "validation_failed");
+    assert_eq!(res.error_fields(), ["custom_attributes.team[1]"]);
+    app.get("/api/v1/users?department=a%00b", &key)
+        .await
+        .assert_problem(400, "invalid_request");
     // An id that is not a UUID names nothing.
     app.get("/api/v1/users/not-a-uuid", &key)
         .await
