@@ -138,6 +138,35 @@ async fn plan(store: &SqliteStore, tenant: TenantId, q: &UserListQuery) -> Strin
         .join("\n")
 }
 
+/// A group's members are counted and listed through their group's index, with statistics
+/// or without (a fresh database has none): with `group_members_by_user` the planner would
+/// walk every membership of the tenant.
+#[tokio::test]
+async fn group_members_are_read_by_their_group() {
+    let (_dir, store) = open().await;
+    let count = crate::authz::COUNT_MEMBERS_SQL.to_owned();
+    let list = crate::authz::list_members_sql();
+    for analyzed in [false, true] {
+        if analyzed {
+            sqlx::query("ANALYZE").execute(&store.writer).await.unwrap();
+        }
+        for sql in [&count, &list] {
+            let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind(uuid::Uuid::nil())
+                .bind(uuid::Uuid::nil())
+                .fetch_all(&store.reader)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>("detail")).collect();
+            let plan = plan.join("\n");
+            assert!(
+                plan.contains("group_members_by_group (tenant_id=? AND group_id=?)"),
+                "analyzed={analyzed} {sql}:\n{plan}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_sort_order_walks_its_index() {
     let (_dir, store) = open().await;

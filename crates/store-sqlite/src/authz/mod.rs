@@ -415,13 +415,26 @@ pub(crate) async fn find_member(
     find_by(conn, &sql, &ids, member_from_row).await
 }
 
+/// Counts a group's members; like [`list_members_sql`], it walks `group_members_by_group`
+/// (a test checks the plans).
+pub(crate) const COUNT_MEMBERS_SQL: &str =
+    "SELECT count(*) FROM group_members WHERE tenant_id = ? AND group_id = ?";
+
+/// A group's members in the order they joined. Members added together share their join
+/// time: they follow the order they were added in (the row id).
+pub(crate) fn list_members_sql() -> String {
+    format!(
+        "{MEMBER_SELECT} WHERE m.tenant_id = ? AND m.group_id = ? ORDER BY m.joined_at, m.rowid"
+    )
+}
+
 /// Every member of the group, whatever the user's state (what `max_members` limits).
 pub(crate) async fn count_members(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     group: GroupId,
 ) -> Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM group_members WHERE tenant_id = ? AND group_id = ?")
+    sqlx::query_scalar(COUNT_MEMBERS_SQL)
         .bind(tenant.into_uuid())
         .bind(group.into_uuid())
         .fetch_one(&mut *conn)
@@ -676,14 +689,8 @@ impl AuthzStore for SqliteStore {
         groups::find(&mut tx, tenant, group)
             .await?
             .ok_or(Error::NotFound { entity: "group" })?;
-        // Members added together share their join time: they follow the order they were
-        // added in (the row id).
-        let sql = format!(
-            "{MEMBER_SELECT} WHERE m.tenant_id = ? AND m.group_id = ? \
-             ORDER BY m.joined_at, m.rowid"
-        );
         let ids = [tenant.into_uuid(), group.into_uuid()];
-        let members = list_by(&mut *tx, &sql, &ids, member_from_row).await?;
+        let members = list_by(&mut *tx, &list_members_sql(), &ids, member_from_row).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(members)
     }
