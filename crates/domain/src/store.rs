@@ -9,7 +9,7 @@
 //! (emails, usernames, slugs, names), foreign keys within a tenant, the atomicity of the
 //! sign-in steps of [`AuthStore`](crate::AuthStore), and an append-only audit trail.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -147,6 +147,9 @@ pub trait Tx: Send {
 
     /// Writes the audit record of a change and its event (the outbox row).
     async fn record(&mut self, event: &AuditEvent) -> Result<()>;
+    /// Writes the audit records and events of several changes, in order (what a bulk
+    /// operation records: one per item, in as few statements as the backend allows).
+    async fn record_all(&mut self, events: &[AuditEvent]) -> Result<()>;
 
     // --- serialisation ---
 
@@ -187,6 +190,8 @@ pub trait Tx: Send {
     async fn user_for_update(&mut self, tenant: TenantId, id: UserId) -> Result<Option<User>>;
     /// Whether the tenant has this user, not deleted.
     async fn user_is_live(&mut self, tenant: TenantId, id: UserId) -> Result<bool>;
+    /// Those of `ids` that the tenant has, not deleted (one lookup for a bulk operation).
+    async fn live_users(&mut self, tenant: TenantId, ids: &[UserId]) -> Result<HashSet<UserId>>;
     /// Whether `user` is `manager` or above it in `manager`'s chain.
     async fn manager_chain_reaches(
         &mut self,
@@ -325,16 +330,24 @@ pub trait Tx: Send {
     ) -> Result<Option<GroupMember>>;
     /// Every member of the group, whatever their state (what `max_members` limits).
     async fn count_members(&mut self, tenant: TenantId, group: GroupId) -> Result<i64>;
-    /// Adds a member; answers the membership as stored.
-    async fn insert_member(
+    /// Those of `users` who are members of the group, whatever their state.
+    async fn members_among(
         &mut self,
         tenant: TenantId,
         group: GroupId,
-        user: UserId,
+        users: &[UserId],
+    ) -> Result<HashSet<UserId>>;
+    /// Adds members (none of them one already); answers the memberships as stored, in
+    /// the order of `users`.
+    async fn insert_members(
+        &mut self,
+        tenant: TenantId,
+        group: GroupId,
+        users: &[UserId],
         role_in_group: GroupMemberRole,
         by: Actor,
         at: Timestamp,
-    ) -> Result<GroupMember>;
+    ) -> Result<Vec<GroupMember>>;
     async fn put_member_role(
         &mut self,
         tenant: TenantId,

@@ -342,44 +342,62 @@ impl Services {
             .group(actor.tenant, group)
             .await?
             .ok_or_else(group_not_found)?;
+        // Every item is decided from three reads, then the additions are written together:
+        // a refused item writes nothing and the others stand.
+        let live = tx.live_users(actor.tenant, &users).await?;
+        let mut members = tx.members_among(actor.tenant, group, &users).await?;
         let mut count = tx.count_members(actor.tenant, group).await?;
-        let mut results = Vec::with_capacity(users.len());
-        // Each item is checked before it is written, so that a refused one writes nothing
-        // and the others stand.
-        for user in users {
-            let outcome = if !tx.user_is_live(actor.tenant, user).await? {
+        let mut decided = Vec::with_capacity(users.len());
+        let mut adding = Vec::new();
+        for &user in &users {
+            let outcome = if !live.contains(&user) {
                 Err(MemberAddFailure::UserNotFound)
-            } else if tx.member(actor.tenant, group, user).await?.is_some() {
+            } else if members.contains(&user) {
                 Err(MemberAddFailure::AlreadyMember)
             } else if g.max_members.is_some_and(|max| count >= i64::from(max)) {
                 Err(MemberAddFailure::GroupFull)
             } else {
-                let member = tx
-                    .insert_member(
-                        actor.tenant,
-                        group,
-                        user,
-                        role_in_group,
-                        actor.audit_actor(),
-                        at,
-                    )
-                    .await?;
+                members.insert(user);
                 count += 1;
-                tx.record(&AuditEvent::record(
+                adding.push(user);
+                Ok(())
+            };
+            decided.push((user, outcome));
+        }
+        let added = tx
+            .insert_members(
+                actor.tenant,
+                group,
+                &adding,
+                role_in_group,
+                actor.audit_actor(),
+                at,
+            )
+            .await?;
+        let records: Vec<AuditEvent> = added
+            .iter()
+            .map(|member| {
+                AuditEvent::record(
                     &actor.audit(),
                     actor.tenant,
                     actions::GROUP_MEMBER_ADD,
                     EntityRef::group(group),
                     (None, Some(member.to_audit_json())),
                     at,
-                ))
-                .await?;
-                Ok(member)
+                )
+            })
+            .collect();
+        tx.record_all(&records).await?;
+        let mut added = added.into_iter();
+        let mut results = Vec::with_capacity(decided.len());
+        for (user_id, outcome) in decided {
+            let outcome = match outcome {
+                Ok(()) => Ok(added
+                    .next()
+                    .ok_or_else(|| Error::internal("a membership just written is missing"))?),
+                Err(failure) => Err(failure),
             };
-            results.push(MemberAddResult {
-                user_id: user,
-                outcome,
-            });
+            results.push(MemberAddResult { user_id, outcome });
         }
         // Nothing added: nothing to commit (the transaction rolls back).
         if results.iter().any(|r| r.outcome.is_ok()) {

@@ -3,7 +3,7 @@
 //! locks the `…_for_update` reads take. Each primitive is a function of the capability's
 //! module.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use domain::api_keys::{ApiKey, KeyHash};
@@ -44,6 +44,12 @@ impl Tx for PgTx {
     async fn record(&mut self, event: &AuditEvent) -> Result<()> {
         let e = audit::insert(&mut self.tx, event).await?;
         self.events.push(e);
+        Ok(())
+    }
+
+    async fn record_all(&mut self, events: &[AuditEvent]) -> Result<()> {
+        audit::insert_all(&mut self.tx, events).await?;
+        self.events.extend(events.iter().map(Event::of));
         Ok(())
     }
 
@@ -102,6 +108,10 @@ impl Tx for PgTx {
 
     async fn user_is_live(&mut self, tenant: TenantId, id: UserId) -> Result<bool> {
         users::is_live(&mut self.tx, tenant, id).await
+    }
+
+    async fn live_users(&mut self, tenant: TenantId, ids: &[UserId]) -> Result<HashSet<UserId>> {
+        users::live_among(&mut self.tx, tenant, ids).await
     }
 
     async fn manager_chain_reaches(
@@ -300,16 +310,25 @@ impl Tx for PgTx {
         groups::count_members(&mut self.tx, tenant, group).await
     }
 
-    async fn insert_member(
+    async fn members_among(
         &mut self,
         tenant: TenantId,
         group: GroupId,
-        user: UserId,
+        users: &[UserId],
+    ) -> Result<HashSet<UserId>> {
+        groups::members_among(&mut self.tx, tenant, group, users).await
+    }
+
+    async fn insert_members(
+        &mut self,
+        tenant: TenantId,
+        group: GroupId,
+        users: &[UserId],
         role_in_group: GroupMemberRole,
         by: Actor,
         at: Timestamp,
-    ) -> Result<GroupMember> {
-        groups::insert_member(&mut self.tx, tenant, group, user, role_in_group, by, at).await
+    ) -> Result<Vec<GroupMember>> {
+        groups::insert_members(&mut self.tx, tenant, group, users, role_in_group, by, at).await
     }
 
     async fn put_member_role(

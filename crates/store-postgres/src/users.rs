@@ -156,6 +156,29 @@ pub(crate) async fn is_live(conn: &mut PgConnection, tenant: TenantId, id: UserI
     Ok(found.is_some())
 }
 
+/// Those of `ids` that the tenant has, not deleted, held against deletion until the commit.
+/// The ids are looked up by primary key first: with `tenant_id` beside them, a planner
+/// misled by stale statistics (a tenant that just grew) would walk the tenant's index, every
+/// user of it.
+pub(crate) async fn live_among(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ids: &[UserId],
+) -> Result<HashSet<UserId>> {
+    let ids: Vec<Uuid> = ids.iter().map(|u| u.into_uuid()).collect();
+    let found: Vec<Uuid> = sqlx::query_scalar(
+        "WITH c AS MATERIALIZED (SELECT id FROM users WHERE id = ANY($2)) \
+         SELECT u.id FROM users u JOIN c ON c.id = u.id \
+         WHERE u.tenant_id = $1 AND u.deleted_at IS NULL FOR KEY SHARE OF u",
+    )
+    .bind(tenant.into_uuid())
+    .bind(&ids)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    Ok(found.into_iter().map(UserId::from_uuid).collect())
+}
+
 /// Whether walking up from `manager` reaches `user`. UNION (not UNION ALL) discards rows
 /// already seen, so the walk ends even if the data held a cycle already.
 pub(crate) async fn manager_chain_reaches(

@@ -57,6 +57,62 @@ pub(crate) async fn insert(conn: &mut SqliteConnection, ev: &AuditEvent) -> Resu
     Ok(event)
 }
 
+/// Rows per statement of [`insert_all`]: 13 parameters each, well under SQLite's limit of
+/// 32,766 per statement.
+const INSERT_BATCH: usize = 500;
+
+/// Appends the audit records of several changes and their outbox events, in order, in the
+/// caller's transaction: a statement per table per batch, since every statement costs a
+/// round trip to the connection's thread.
+pub(crate) async fn insert_all(
+    conn: &mut SqliteConnection,
+    events: &[AuditEvent],
+) -> Result<Vec<Event>> {
+    let mut out = Vec::with_capacity(events.len());
+    for batch in events.chunks(INSERT_BATCH) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO audit_events (id, tenant_id, occurred_at, actor_type, actor_id, action, \
+             entity_type, entity_id, \"before\", \"after\", ip, user_agent, request_id) ",
+        );
+        qb.push_values(batch, |mut b, ev| {
+            b.push_bind(ev.id.into_uuid())
+                .push_bind(ev.tenant_id.into_uuid())
+                .push_bind(to_micros(ev.occurred_at))
+                .push_bind(ev.actor_type.as_str())
+                .push_bind(ev.actor_id)
+                .push_bind(ev.action.clone())
+                .push_bind(ev.entity_type.clone())
+                .push_bind(ev.entity_id)
+                .push_bind(ev.before.as_ref().map(|v| v.to_string()))
+                .push_bind(ev.after.as_ref().map(|v| v.to_string()))
+                .push_bind(ev.ip.clone())
+                .push_bind(ev.user_agent.clone())
+                .push_bind(ev.request_id.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        let outbox: Vec<Event> = batch.iter().map(Event::of).collect();
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (id, tenant_id, event_type, entity_type, entity_id, actor_type, \
+             actor_id, data, occurred_at, request_id) ",
+        );
+        qb.push_values(&outbox, |mut b, e| {
+            b.push_bind(e.id)
+                .push_bind(e.tenant_id.into_uuid())
+                .push_bind(e.event_type.clone())
+                .push_bind(e.entity_type.clone())
+                .push_bind(e.entity_id)
+                .push_bind(e.actor_type.as_str())
+                .push_bind(e.actor_id)
+                .push_bind(e.data.to_string())
+                .push_bind(to_micros(e.occurred_at))
+                .push_bind(e.request_id.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        out.extend(outbox);
+    }
+    Ok(out)
+}
+
 /// A page of the tenant's trail, newest first.
 pub(crate) async fn list(
     reader: &SqlitePool,

@@ -1,6 +1,8 @@
 //! Users: their rows, the manager chain, bulk insertion for the data generator, and the
 //! list with its filters, sort orders, keyset pages and full-text search.
 
+use std::collections::HashSet;
+
 use domain::ids::{RoleId, TenantId, UserId};
 use domain::page::Page;
 use domain::time::{to_micros, Timestamp};
@@ -50,6 +52,35 @@ pub(crate) async fn is_live(
             .await
             .map_err(db_err)?;
     Ok(live.is_some())
+}
+
+/// Ids per `IN (…)` list of the bulk lookups, well under SQLite's 32,766 parameters.
+pub(crate) const ID_BATCH: usize = 1_000;
+
+/// Those of `ids` that the tenant has, not deleted.
+pub(crate) async fn live_among(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    ids: &[UserId],
+) -> Result<HashSet<UserId>> {
+    let mut live = HashSet::with_capacity(ids.len());
+    for batch in ids.chunks(ID_BATCH) {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM users WHERE tenant_id = ");
+        qb.push_bind(tenant.into_uuid());
+        qb.push(" AND deleted_at IS NULL AND id IN (");
+        let mut list = qb.separated(", ");
+        for id in batch {
+            list.push_bind(id.into_uuid());
+        }
+        qb.push(")");
+        let found: Vec<uuid::Uuid> = qb
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        live.extend(found.into_iter().map(UserId::from_uuid));
+    }
+    Ok(live)
 }
 
 /// Whether `user` is `manager` or one of the managers above it.

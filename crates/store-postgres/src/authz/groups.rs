@@ -1,6 +1,6 @@
 //! Transaction primitives of groups, their members and the roles granted to them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use domain::audit::Actor;
 use domain::authz::{Group, GroupMember, GroupMemberRole, Role};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{execute_by, fetch_member, find_by, list_by};
 use crate::error::{db, write};
-use crate::rows::{self, GROUP_COLUMNS, ROLE_COLUMNS};
+use crate::rows::{self, GROUP_COLUMNS, MEMBER_COLUMNS, ROLE_COLUMNS};
 
 pub(crate) async fn find(
     conn: &mut PgConnection,
@@ -140,22 +140,48 @@ pub(crate) async fn count_members(
         .map_err(db)
 }
 
-pub(crate) async fn insert_member(
+/// Those of `users` who are members of the group.
+pub(crate) async fn members_among(
     conn: &mut PgConnection,
     tenant: TenantId,
     group: GroupId,
-    user: UserId,
-    role_in_group: GroupMemberRole,
-    by: Actor,
-    at: Timestamp,
-) -> Result<GroupMember> {
-    sqlx::query(
-        "INSERT INTO group_members (tenant_id, group_id, user_id, role_in_group, joined_at, \
-         added_by_type, added_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    users: &[UserId],
+) -> Result<HashSet<UserId>> {
+    let ids: Vec<Uuid> = users.iter().map(|u| u.into_uuid()).collect();
+    let found: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM group_members \
+         WHERE tenant_id = $1 AND group_id = $2 AND user_id = ANY($3)",
     )
     .bind(tenant.into_uuid())
     .bind(group.into_uuid())
-    .bind(user.into_uuid())
+    .bind(&ids)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    Ok(found.into_iter().map(UserId::from_uuid).collect())
+}
+
+/// Adds the members in one statement, and reads them back in one, in the order given.
+pub(crate) async fn insert_members(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    group: GroupId,
+    users: &[UserId],
+    role_in_group: GroupMemberRole,
+    by: Actor,
+    at: Timestamp,
+) -> Result<Vec<GroupMember>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = users.iter().map(|u| u.into_uuid()).collect();
+    sqlx::query(
+        "INSERT INTO group_members (tenant_id, group_id, user_id, role_in_group, joined_at, \
+         added_by_type, added_by) SELECT $1, $2, u, $4, $5, $6, $7 FROM UNNEST($3::uuid[]) AS u",
+    )
+    .bind(tenant.into_uuid())
+    .bind(group.into_uuid())
+    .bind(&ids)
     .bind(role_in_group.as_str())
     .bind(at)
     .bind(by.actor_type().as_str())
@@ -163,9 +189,29 @@ pub(crate) async fn insert_member(
     .execute(&mut *conn)
     .await
     .map_err(write)?;
-    fetch_member(conn, tenant, group, user)
-        .await?
-        .ok_or_else(|| Error::internal("a membership just written is missing"))
+    let sql = format!(
+        "SELECT {MEMBER_COLUMNS} FROM group_members m JOIN users u ON u.id = m.user_id \
+         WHERE m.tenant_id = $1 AND m.group_id = $2 AND m.user_id = ANY($3)"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant.into_uuid())
+        .bind(group.into_uuid())
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+    let mut by_user: HashMap<UserId, GroupMember> = rows
+        .iter()
+        .map(|r| rows::member(r).map(|m| (m.user_id, m)))
+        .collect::<Result<_>>()?;
+    users
+        .iter()
+        .map(|u| {
+            by_user
+                .remove(u)
+                .ok_or_else(|| Error::internal("a membership just written is missing"))
+        })
+        .collect()
 }
 
 pub(crate) async fn put_member_role(

@@ -1,6 +1,6 @@
 //! Transaction primitives of groups, their members and the roles granted to them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use domain::audit::Actor;
 use domain::authz::{Group, GroupMember, GroupMemberRole, Role};
@@ -8,13 +8,16 @@ use domain::ids::{GroupId, RoleId, TenantId, UserId};
 use domain::time::{to_micros, Timestamp};
 use domain::Error;
 use sqlx::sqlite::SqliteConnection;
+use sqlx::{QueryBuilder, Sqlite};
+use uuid::Uuid;
 
 use super::{
     count_members as count, execute_by, exists_by, find_by, find_member as member, group_from_row,
-    group_parents, group_roles, write_group, GROUP_COLS,
+    group_parents, group_roles, member_from_row, write_group, GROUP_COLS, MEMBER_SELECT,
 };
 use crate::error::{db_err, Result};
 use crate::rows::object_text;
+use crate::users::ID_BATCH;
 
 pub(crate) async fn find(
     conn: &mut SqliteConnection,
@@ -111,32 +114,87 @@ pub(crate) async fn count_members(
     count(conn, tenant, group).await
 }
 
-pub(crate) async fn insert_member(
+/// Those of `users` who are members of the group.
+pub(crate) async fn members_among(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     group: GroupId,
-    user: UserId,
+    users: &[UserId],
+) -> Result<HashSet<UserId>> {
+    let mut found = HashSet::new();
+    for batch in users.chunks(ID_BATCH) {
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT user_id FROM group_members WHERE tenant_id = ");
+        qb.push_bind(tenant.into_uuid());
+        qb.push(" AND group_id = ");
+        qb.push_bind(group.into_uuid());
+        qb.push(" AND user_id IN (");
+        let mut list = qb.separated(", ");
+        for id in batch {
+            list.push_bind(id.into_uuid());
+        }
+        qb.push(")");
+        let ids: Vec<Uuid> = qb
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        found.extend(ids.into_iter().map(UserId::from_uuid));
+    }
+    Ok(found)
+}
+
+/// Adds the members a batch per statement, and reads them back likewise, in the order
+/// given.
+pub(crate) async fn insert_members(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    group: GroupId,
+    users: &[UserId],
     role_in_group: GroupMemberRole,
     by: Actor,
     at: Timestamp,
-) -> Result<GroupMember> {
-    sqlx::query(
-        "INSERT INTO group_members (tenant_id, group_id, user_id, role_in_group, \
-         joined_at, added_by_type, added_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(tenant.into_uuid())
-    .bind(group.into_uuid())
-    .bind(user.into_uuid())
-    .bind(role_in_group.as_str())
-    .bind(to_micros(at))
-    .bind(by.actor_type().as_str())
-    .bind(by.id())
-    .execute(&mut *conn)
-    .await
-    .map_err(db_err)?;
-    member(conn, tenant, group, user)
-        .await?
-        .ok_or_else(|| Error::internal("a membership just written is missing"))
+) -> Result<Vec<GroupMember>> {
+    let mut by_user: HashMap<UserId, GroupMember> = HashMap::with_capacity(users.len());
+    for batch in users.chunks(ID_BATCH) {
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO group_members (tenant_id, group_id, user_id, role_in_group, \
+             joined_at, added_by_type, added_by) ",
+        );
+        qb.push_values(batch, |mut b, user| {
+            b.push_bind(tenant.into_uuid())
+                .push_bind(group.into_uuid())
+                .push_bind(user.into_uuid())
+                .push_bind(role_in_group.as_str())
+                .push_bind(to_micros(at))
+                .push_bind(by.actor_type().as_str())
+                .push_bind(by.id());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("{MEMBER_SELECT} WHERE m.tenant_id = "));
+        qb.push_bind(tenant.into_uuid());
+        qb.push(" AND m.group_id = ");
+        qb.push_bind(group.into_uuid());
+        qb.push(" AND m.user_id IN (");
+        let mut list = qb.separated(", ");
+        for id in batch {
+            list.push_bind(id.into_uuid());
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+        for row in &rows {
+            let m = member_from_row(row)?;
+            by_user.insert(m.user_id, m);
+        }
+    }
+    users
+        .iter()
+        .map(|u| {
+            by_user
+                .remove(u)
+                .ok_or_else(|| Error::internal("a membership just written is missing"))
+        })
+        .collect()
 }
 
 pub(crate) async fn put_member_role(

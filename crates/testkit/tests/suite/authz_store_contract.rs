@@ -90,6 +90,7 @@ rig_tests!(
     case_deletes_cascade,
     case_group_member_counts,
     case_add_group_members_mixed,
+    case_add_group_members_in_bulk,
     case_group_members_update_and_remove,
     case_available_users,
     case_group_roles,
@@ -3710,4 +3711,59 @@ async fn case_user_and_authorization_writes_do_not_deadlock(store: Rig) {
         r.unwrap().unwrap();
     }
     assert!(version(&store, t.id).await >= i64::from(rounds));
+}
+
+/// More members than one statement takes (the backends read and write a batch at a time):
+/// every one is added, answered in request order, stored once and recorded once; the
+/// unknown and repeated ones are refused where they stand.
+async fn case_add_group_members_in_bulk(s: Rig) {
+    let t = tenant(&s, "bulk").await;
+    let people: Vec<domain::users::User> = (0..1_205)
+        .map(|i| domain::testing::user(t.id, &format!("bulk{i:04}@acme.test")))
+        .collect();
+    domain::testing::seed(s.store.as_ref(), t.id, &people, None).await;
+    let g = group(&s, t.id, "everyone", None).await;
+    let mut request: Vec<UserId> = people.iter().map(|u| u.id).collect();
+    let stranger = UserId::new();
+    request.insert(700, stranger);
+    request.push(people[3].id);
+    let results = add(&s, t.id, g.id, &request).await;
+    assert_eq!(
+        results.iter().map(|r| r.user_id).collect::<Vec<_>>(),
+        request
+    );
+    for (i, r) in results.iter().enumerate() {
+        let expected = if i == 700 {
+            Err(MemberAddFailure::UserNotFound)
+        } else if i == request.len() - 1 {
+            Err(MemberAddFailure::AlreadyMember)
+        } else {
+            Ok(request[i])
+        };
+        assert_eq!(
+            r.outcome.as_ref().map(|m| m.user_id).map_err(|f| *f),
+            expected,
+            "item {i}"
+        );
+        if let Ok(m) = &r.outcome {
+            let who = people.iter().find(|u| u.id == m.user_id).unwrap();
+            assert_eq!(m.email, who.email, "item {i} reads back its own user");
+        }
+    }
+    let stored: BTreeSet<UserId> = members(&s, t.id, g.id).await.into_iter().collect();
+    assert_eq!(stored, people.iter().map(|u| u.id).collect());
+    let summary = s.get_group(t.id, g.id).await.unwrap();
+    assert_eq!(summary.member_count, 1_205);
+    let recorded = events_about(&s, t.id, actions::GROUP_MEMBER_ADD, g.id.into_uuid()).await;
+    assert_eq!(recorded.len(), 1_205, "one record per added member");
+    let recorded: BTreeSet<String> = recorded
+        .iter()
+        .map(|e| {
+            e.after.as_ref().unwrap()["user_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(recorded.len(), 1_205, "each member recorded once");
 }
