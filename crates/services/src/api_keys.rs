@@ -179,13 +179,18 @@ impl ApiKeyCache {
     }
 
     fn get(&self, hash: &KeyHash) -> Option<ApiKeyAuth> {
+        self.get_at(hash, Instant::now())
+    }
+
+    /// The entry for `hash` if it was put less than `ttl` before `now`.
+    fn get_at(&self, hash: &KeyHash, now: Instant) -> Option<ApiKeyAuth> {
         if self.ttl.is_zero() {
             return None;
         }
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .get(hash)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < self.ttl)
             .map(|(auth, _)| auth.clone())
     }
 
@@ -197,6 +202,10 @@ impl ApiKeyCache {
     }
 
     fn put(&self, hash: KeyHash, auth: ApiKeyAuth) {
+        self.put_at(hash, auth, Instant::now());
+    }
+
+    fn put_at(&self, hash: KeyHash, auth: ApiKeyAuth, now: Instant) {
         if self.ttl.is_zero() {
             return;
         }
@@ -204,7 +213,7 @@ impl ApiKeyCache {
         if entries.len() >= API_KEY_CACHE_MAX {
             entries.clear();
         }
-        entries.insert(hash, (auth, Instant::now()));
+        entries.insert(hash, (auth, now));
     }
 }
 
@@ -217,5 +226,75 @@ impl Subscriber for ApiKeyCache {
         if events.iter().any(Event::affects_api_keys) {
             self.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::audit::ActorType;
+
+    fn auth(tenant: TenantId) -> ApiKeyAuth {
+        ApiKeyAuth {
+            key: ApiKey {
+                id: ApiKeyId::new(),
+                tenant_id: tenant,
+                name: "k".into(),
+                prefix: "pk_".into(),
+                platform_admin: false,
+                created_at: now(),
+                revoked_at: None,
+            },
+            tenant_status: TenantStatus::Active,
+        }
+    }
+
+    #[test]
+    fn an_entry_is_trusted_for_exactly_its_ttl() {
+        let cache = ApiKeyCache::new(Duration::from_secs(5));
+        let hash = KeyHash::of("pk_live_one");
+        let t0 = Instant::now();
+        assert!(cache.get_at(&hash, t0).is_none(), "nothing before a put");
+        cache.put_at(hash.clone(), auth(TenantId::new()), t0);
+        assert!(cache.get_at(&hash, t0).is_some());
+        assert!(cache
+            .get_at(&hash, t0 + Duration::from_millis(4_999))
+            .is_some());
+        assert!(cache.get_at(&hash, t0 + Duration::from_secs(5)).is_none());
+        assert!(cache.get_at(&KeyHash::of("pk_live_two"), t0).is_none());
+    }
+
+    #[test]
+    fn a_zero_ttl_keeps_nothing() {
+        let cache = ApiKeyCache::new(Duration::ZERO);
+        let hash = KeyHash::of("pk_live_one");
+        let t0 = Instant::now();
+        cache.put_at(hash.clone(), auth(TenantId::new()), t0);
+        assert!(cache.get_at(&hash, t0).is_none());
+    }
+
+    #[test]
+    fn a_key_event_empties_it_and_other_events_do_not() {
+        let cache = ApiKeyCache::new(Duration::from_secs(60));
+        let tenant = TenantId::new();
+        let hash = KeyHash::of("pk_live_one");
+        cache.put(hash.clone(), auth(tenant));
+        let event = |kind: &str| Event {
+            id: uuid::Uuid::new_v4(),
+            position: None,
+            tenant_id: tenant,
+            event_type: kind.into(),
+            entity_type: "api_key".into(),
+            entity_id: None,
+            actor_type: ActorType::System,
+            actor_id: None,
+            data: serde_json::Value::Null,
+            occurred_at: now(),
+            request_id: None,
+        };
+        cache.deliver(&[event("user.created")]);
+        assert!(cache.get(&hash).is_some(), "a user event leaves keys alone");
+        cache.deliver(&[event("api_key.revoked")]);
+        assert!(cache.get(&hash).is_none(), "a revocation empties the cache");
     }
 }
