@@ -613,23 +613,46 @@ async fn a_permit_policy_widens_no_list_and_unlocks_no_security_field(app: TestA
     let (me, token) = signed_user(&app, &key, "default", "pat@acme.test", Some("Sales")).await;
     user(&app, &key, "sue@acme.test", Some("Sales")).await;
     user(&app, &key, "eve@acme.test", Some("Eng")).await;
+    // Pat holds no role at all: only the policies below let Pat read or update anyone, so
+    // every decision about Pat is a policy's permit.
+    let plain = role_id(&app, &key, "user").await;
     let res = app
-        .post(
-            "/api/v1/policies",
-            &key,
-            &json!({"name": "sales_reads_sales", "active": true,
-                    "source": "permit(principal, action in [Action::\"users:read\", Action::\"users:update\"], resource) when { resource has department && resource.department == \"Sales\" };"}),
-        )
+        .delete(&format!("/api/v1/users/{me}/roles/{plain}"), &key)
         .await;
-    assert_eq!(res.status, 201, "{}", res.text);
-    // The list is what the roles reach: one's own record.
+    assert_eq!(res.status, 200, "{}", res.text);
+    for (name, source) in [
+        (
+            "anyone_reads_users",
+            r#"permit(principal, action == Action::"users:read", resource);"#,
+        ),
+        (
+            "sales_update_sales",
+            r#"permit(principal, action == Action::"users:update", resource) when { resource has department && resource.department == "Sales" };"#,
+        ),
+    ] {
+        let res = app
+            .post(
+                "/api/v1/policies",
+                &key,
+                &json!({"name": name, "active": true, "source": source}),
+            )
+            .await;
+        assert_eq!(res.status, 201, "{}", res.text);
+    }
+    // A permit reaches what it was asked about: the list is Pat's own record, not the
+    // tenant's.
     let list = app.get("/api/v1/users", &token).await;
+    assert_eq!(list.status, 200, "{}", list.text);
     let ids: Vec<String> = items(&list).iter().map(id_of).collect();
     assert_eq!(ids, vec![me.clone()], "{}", list.text);
-    // And the permit unlocks no security field.
+    // A plain field is Pat's to change under the permit; a field decisions read is not.
+    let res = patch(&app, &token, &me, json!({"phone": "+44 20 7946 0102"})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
     patch(&app, &token, &me, json!({"department": "Board"}))
         .await
         .assert_problem(403, "security_field");
+    let got = app.get(&format!("/api/v1/users/{me}"), &key).await;
+    assert_eq!(got.body["department"], "Sales");
 }
 
 // --- 7. names policies rely on -------------------------------------------------------------
