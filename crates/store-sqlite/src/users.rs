@@ -57,6 +57,16 @@ pub(crate) async fn is_live(
 /// Ids per `IN (…)` list of the bulk lookups, well under SQLite's 32,766 parameters.
 pub(crate) const ID_BATCH: usize = 1_000;
 
+/// Appends `column IN (?, ?, …)` binding each of `ids` (at most [`ID_BATCH`]).
+pub(crate) fn push_in_ids(qb: &mut QueryBuilder<'_, Sqlite>, column: &str, ids: &[UserId]) {
+    qb.push(format_args!(" {column} IN ("));
+    let mut list = qb.separated(", ");
+    for id in ids {
+        list.push_bind(id.into_uuid());
+    }
+    qb.push(")");
+}
+
 /// Those of `ids` that the tenant has, not deleted.
 pub(crate) async fn live_among(
     conn: &mut SqliteConnection,
@@ -67,12 +77,8 @@ pub(crate) async fn live_among(
     for batch in ids.chunks(ID_BATCH) {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM users WHERE tenant_id = ");
         qb.push_bind(tenant.into_uuid());
-        qb.push(" AND deleted_at IS NULL AND id IN (");
-        let mut list = qb.separated(", ");
-        for id in batch {
-            list.push_bind(id.into_uuid());
-        }
-        qb.push(")");
+        qb.push(" AND deleted_at IS NULL AND");
+        push_in_ids(&mut qb, "id", batch);
         let found: Vec<uuid::Uuid> = qb
             .build_query_scalar()
             .fetch_all(&mut *conn)

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::{db_err, Result};
 use crate::rows::object_text;
-use crate::users::ID_BATCH;
+use crate::users::{push_in_ids, ID_BATCH};
 
 pub(crate) async fn find(
     conn: &mut SqliteConnection,
@@ -128,12 +128,8 @@ pub(crate) async fn members_among(
         qb.push_bind(tenant.into_uuid());
         qb.push(" AND group_id = ");
         qb.push_bind(group.into_uuid());
-        qb.push(" AND user_id IN (");
-        let mut list = qb.separated(", ");
-        for id in batch {
-            list.push_bind(id.into_uuid());
-        }
-        qb.push(")");
+        qb.push(" AND");
+        push_in_ids(&mut qb, "user_id", batch);
         let ids: Vec<Uuid> = qb
             .build_query_scalar()
             .fetch_all(&mut *conn)
@@ -175,12 +171,8 @@ pub(crate) async fn insert_members(
         qb.push_bind(tenant.into_uuid());
         qb.push(" AND m.group_id = ");
         qb.push_bind(group.into_uuid());
-        qb.push(" AND m.user_id IN (");
-        let mut list = qb.separated(", ");
-        for id in batch {
-            list.push_bind(id.into_uuid());
-        }
-        qb.push(")");
+        qb.push(" AND");
+        push_in_ids(&mut qb, "m.user_id", batch);
         let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
         for row in &rows {
             let m = member_from_row(row)?;
