@@ -234,6 +234,7 @@ async fn get_tenant(
         (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The updated tenant", body = Tenant),
         (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The caller's own tenant cannot be suspended by its own credential (`own_tenant`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_tenant(
