@@ -337,8 +337,8 @@ pub trait Tx: Send {
         group: GroupId,
         users: &[UserId],
     ) -> Result<HashSet<UserId>>;
-    /// Adds members (none of them one already); answers the memberships as stored, in
-    /// the order of `users`.
+    /// Adds members (none of them one already); answers the memberships as stored, by
+    /// user.
     async fn insert_members(
         &mut self,
         tenant: TenantId,
@@ -347,7 +347,7 @@ pub trait Tx: Send {
         role_in_group: GroupMemberRole,
         by: Actor,
         at: Timestamp,
-    ) -> Result<Vec<GroupMember>>;
+    ) -> Result<HashMap<UserId, GroupMember>>;
     async fn put_member_role(
         &mut self,
         tenant: TenantId,

@@ -364,7 +364,7 @@ impl Services {
             };
             decided.push((user, outcome));
         }
-        let added = tx
+        let mut added = tx
             .insert_members(
                 actor.tenant,
                 group,
@@ -374,31 +374,29 @@ impl Services {
                 at,
             )
             .await?;
-        let records: Vec<AuditEvent> = added
-            .iter()
-            .map(|member| {
-                AuditEvent::record(
-                    &actor.audit(),
-                    actor.tenant,
-                    actions::GROUP_MEMBER_ADD,
-                    EntityRef::group(group),
-                    (None, Some(member.to_audit_json())),
-                    at,
-                )
-            })
-            .collect();
-        tx.record_all(&records).await?;
-        let mut added = added.into_iter();
         let mut results = Vec::with_capacity(decided.len());
+        let mut records = Vec::with_capacity(adding.len());
         for (user_id, outcome) in decided {
             let outcome = match outcome {
-                Ok(()) => Ok(added
-                    .next()
-                    .ok_or_else(|| Error::internal("a membership just written is missing"))?),
+                Ok(()) => {
+                    let member = added
+                        .remove(&user_id)
+                        .ok_or_else(|| Error::internal("a membership just written is missing"))?;
+                    records.push(AuditEvent::record(
+                        &actor.audit(),
+                        actor.tenant,
+                        actions::GROUP_MEMBER_ADD,
+                        EntityRef::group(group),
+                        (None, Some(member.to_audit_json())),
+                        at,
+                    ));
+                    Ok(member)
+                }
                 Err(failure) => Err(failure),
             };
             results.push(MemberAddResult { user_id, outcome });
         }
+        tx.record_all(&records).await?;
         // Nothing added: nothing to commit (the transaction rolls back).
         if results.iter().any(|r| r.outcome.is_ok()) {
             self.core.commit(tx).await?;

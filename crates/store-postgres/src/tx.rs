@@ -327,7 +327,7 @@ impl Tx for PgTx {
         role_in_group: GroupMemberRole,
         by: Actor,
         at: Timestamp,
-    ) -> Result<Vec<GroupMember>> {
+    ) -> Result<HashMap<UserId, GroupMember>> {
         groups::insert_members(&mut self.tx, tenant, group, users, role_in_group, by, at).await
     }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use domain::audit::Actor;
 use domain::authz::{Group, GroupMember, GroupMemberRole, Role};
-use domain::{Error, GroupId, Result, RoleId, TenantId, Timestamp, UserId};
+use domain::{GroupId, Result, RoleId, TenantId, Timestamp, UserId};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -161,7 +161,7 @@ pub(crate) async fn members_among(
     Ok(found.into_iter().map(UserId::from_uuid).collect())
 }
 
-/// Adds the members in one statement, and reads them back in one, in the order given.
+/// Adds the members in one statement, and reads them back in one.
 pub(crate) async fn insert_members(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -170,9 +170,9 @@ pub(crate) async fn insert_members(
     role_in_group: GroupMemberRole,
     by: Actor,
     at: Timestamp,
-) -> Result<Vec<GroupMember>> {
+) -> Result<HashMap<UserId, GroupMember>> {
     if users.is_empty() {
-        return Ok(Vec::new());
+        return Ok(HashMap::new());
     }
     let ids: Vec<Uuid> = users.iter().map(|u| u.into_uuid()).collect();
     sqlx::query(
@@ -200,17 +200,8 @@ pub(crate) async fn insert_members(
         .fetch_all(&mut *conn)
         .await
         .map_err(db)?;
-    let mut by_user: HashMap<UserId, GroupMember> = rows
-        .iter()
+    rows.iter()
         .map(|r| rows::member(r).map(|m| (m.user_id, m)))
-        .collect::<Result<_>>()?;
-    users
-        .iter()
-        .map(|u| {
-            by_user
-                .remove(u)
-                .ok_or_else(|| Error::internal("a membership just written is missing"))
-        })
         .collect()
 }
 

@@ -6,7 +6,6 @@ use domain::audit::Actor;
 use domain::authz::{Group, GroupMember, GroupMemberRole, Role};
 use domain::ids::{GroupId, RoleId, TenantId, UserId};
 use domain::time::{to_micros, Timestamp};
-use domain::Error;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{QueryBuilder, Sqlite};
 use uuid::Uuid;
@@ -140,8 +139,7 @@ pub(crate) async fn members_among(
     Ok(found)
 }
 
-/// Adds the members a batch per statement, and reads them back likewise, in the order
-/// given.
+/// Adds the members a batch per statement, and reads them back likewise.
 pub(crate) async fn insert_members(
     conn: &mut SqliteConnection,
     tenant: TenantId,
@@ -150,7 +148,7 @@ pub(crate) async fn insert_members(
     role_in_group: GroupMemberRole,
     by: Actor,
     at: Timestamp,
-) -> Result<Vec<GroupMember>> {
+) -> Result<HashMap<UserId, GroupMember>> {
     let mut by_user: HashMap<UserId, GroupMember> = HashMap::with_capacity(users.len());
     for batch in users.chunks(ID_BATCH) {
         let mut qb = QueryBuilder::<Sqlite>::new(
@@ -179,14 +177,7 @@ pub(crate) async fn insert_members(
             by_user.insert(m.user_id, m);
         }
     }
-    users
-        .iter()
-        .map(|u| {
-            by_user
-                .remove(u)
-                .ok_or_else(|| Error::internal("a membership just written is missing"))
-        })
-        .collect()
+    Ok(by_user)
 }
 
 pub(crate) async fn put_member_role(
